@@ -1,0 +1,3 @@
+from caltech_cam.train import main
+
+main()

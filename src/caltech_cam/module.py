@@ -1,0 +1,219 @@
+"""One LightningModule for every backbone: loss, top-1/top-5 metrics, optimizer groups, backbone freezing."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from caltech_cam.data.presets import Preset, make_preset
+from caltech_cam.metrics import MeanClassAccuracy
+from caltech_cam.models import MODEL_SPECS, build_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPTIMIZER: dict[str, Any] = {
+    "_target_": "torch.optim.SGD",
+    "_partial_": True,
+    "lr": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+}
+
+
+def _accuracy_metrics(num_classes: int, prefix: str, per_class: bool) -> MetricCollection:
+    """Top-1 and top-5 accuracy, micro-averaged (fraction of all images), plus mean per-class top-1 accuracy."""
+    metrics: dict[str, Metric] = {
+        "acc_top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+        "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+    }
+    if per_class:
+        metrics["acc_mean_class"] = MeanClassAccuracy(num_classes)
+    return MetricCollection(metrics, prefix=prefix)
+
+
+def split_outputs(outputs: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None]:
+    """(logits, aux_logits or None) from a tensor, a tuple or torchvision's `InceptionOutputs`."""
+    if isinstance(outputs, Tensor):
+        return outputs, None
+    logits, aux = outputs[0], (outputs[1] if len(outputs) > 1 else None)
+    return logits, aux
+
+
+class ClassifierModule(L.LightningModule):
+    """Fine-tunes one of `MODEL_SPECS` on images prepared by a `Preset`.
+
+    All constructor arguments are plain values (names, numbers, lists, dicts) so that checkpoints load with
+    `torch.load(weights_only=True)` and record the whole experiment.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        num_classes: int,
+        class_names: list[str] | None = None,
+        preset: dict[str, Any] | None = None,
+        pretrained: bool = False,
+        weights_path: str | None = None,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        backbone_lr_mult: float = 1.0,
+        freeze_backbone_epochs: int = 0,
+        label_smoothing: float = 0.0,
+        aux_weight: float = 0.4,
+        channels_last: bool | str = "auto",
+        monitor: str = "val/acc_top1",
+    ) -> None:
+        super().__init__()
+        if model_name not in MODEL_SPECS:
+            raise ValueError(f"Unknown model {model_name!r}; expected one of {sorted(MODEL_SPECS)}.")
+        spec = MODEL_SPECS[model_name]
+        preset = dict(preset or {"name": spec.preset})
+        if preset["name"] not in spec.allowed_presets:
+            raise ValueError(
+                f"Model {model_name!r} cannot take preset {preset['name']!r}; "
+                f"expected one of {list(spec.allowed_presets)}."
+            )
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class names were given.")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+        self.save_hyperparameters()
+
+        self.spec = spec
+        self.preset: Preset = make_preset(**preset)
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.cam_layers = list(spec.cam_layers)
+        self.model = build_model(
+            model_name,
+            num_classes,
+            in_channels=self.preset.in_channels,
+            pretrained=pretrained,
+            weights_path=weights_path,
+            image_size=self.preset.output_size,
+            input_mean=self.preset.mean,
+            input_std=self.preset.std,
+        )
+        self.train_metrics = _accuracy_metrics(num_classes, "train/", per_class=False)
+        self.val_metrics = _accuracy_metrics(num_classes, "val/", per_class=True)
+        self.test_metrics = _accuracy_metrics(num_classes, "test/", per_class=True)
+
+    # ----------------------------------------------------------------------------------------- forward / loss
+    def forward(self, x: Tensor) -> Tensor:
+        logits, _ = split_outputs(self.model(x))
+        return logits
+
+    def _use_channels_last(self) -> bool:
+        flag = self.hparams.channels_last
+        return self.device.type == "cuda" if flag == "auto" else bool(flag)
+
+    def on_fit_start(self) -> None:
+        if self._use_channels_last():
+            self.model.to(memory_format=torch.channels_last)
+
+    def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        x, y = batch
+        if self._use_channels_last():
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits, aux = split_outputs(self.model(x))
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        if aux is not None:
+            # InceptionV3's auxiliary classifier (Szegedy et al. 2016): loss = main + 0.4 * aux.
+            aux_loss = F.cross_entropy(aux, y, label_smoothing=self.hparams.label_smoothing)
+            loss = loss + self.hparams.aux_weight * aux_loss
+        return loss, logits, y
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, logits, y = self._step(batch)
+        self.train_metrics.update(logits.detach(), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=y.shape[0])
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=y.shape[0])
+        return loss
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str, metrics: MetricCollection) -> None:
+        loss, logits, y = self._step(batch)
+        metrics.update(logits, y)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=y.shape[0])
+        self.log_dict(metrics, on_epoch=True, prog_bar=(stage == "val"), batch_size=y.shape[0])
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test", self.test_metrics)
+
+    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(dim=-1)
+
+    # ----------------------------------------------------------------------------------------- optimisation
+    def _is_head(self, name: str) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in self.spec.head_prefixes)
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.model.named_parameters() if not self._is_head(n)]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.model.named_parameters() if self._is_head(n)]
+
+    def configure_optimizers(self) -> Any:
+        cfg = dict(self.hparams.optimizer or DEFAULT_OPTIMIZER)
+        cfg["_partial_"] = True
+        make_optimizer = instantiate(cfg)
+        base_lr = make_optimizer.keywords.get("lr", 1e-3)
+        groups = [
+            {"params": self.head_parameters(), "lr": base_lr, "name": "head"},
+            {"params": self.backbone_parameters(), "lr": base_lr * self.hparams.backbone_lr_mult, "name": "backbone"},
+        ]
+        optimizer = make_optimizer([g for g in groups if g["params"]])
+        if not self.hparams.scheduler:
+            return optimizer
+        sched_cfg = dict(self.hparams.scheduler)
+        interval = sched_cfg.pop("interval", "epoch")
+        sched_cfg["_partial_"] = True
+        scheduler = instantiate(sched_cfg)(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": self.hparams.monitor},
+        }
+
+    def _backbone_frozen(self) -> bool:
+        return self.current_epoch < self.hparams.freeze_backbone_epochs
+
+    def on_train_epoch_start(self) -> None:
+        if self._backbone_frozen():
+            # Frozen backbone keeps its BatchNorm statistics too.
+            for name, module in self.model.named_modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not self._is_head(name):
+                    module.eval()
+            if self.current_epoch == 0:
+                log.info("Backbone frozen for the first %d epoch(s).", self.hparams.freeze_backbone_epochs)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._backbone_frozen():
+            # Dropping the gradient (rather than toggling requires_grad) makes the optimizer skip these
+            # parameters entirely (no momentum, no weight decay) and keeps DDP's reducer unchanged.
+            for p in self.backbone_parameters():
+                p.grad = None
+
+
+def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> ClassifierModule:
+    """A trained `ClassifierModule` from a `train` checkpoint, in eval mode (pretrained weights are not re-fetched)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Checkpoint not found: {path}. Expected a .ckpt written by `python -m caltech_cam.train` "
+            "(e.g. <run dir>/checkpoints/best.ckpt or last.ckpt)."
+        )
+    module = ClassifierModule.load_from_checkpoint(
+        path, map_location=map_location, weights_only=True, pretrained=False, weights_path=None
+    )
+    return module.eval()
