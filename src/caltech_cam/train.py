@@ -53,6 +53,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if checkpoint is not None and checkpoint.best_model_score is not None:
         optimized = float(checkpoint.best_model_score)
     results.update(
+        model=cfg.model.model_name,
         optimized_metric=metric_name,
         optimized_value=optimized,
         best_checkpoint=best_path,

@@ -1,0 +1,176 @@
+"""GradCAMLogger: what reaches TensorBoard, under fit / validate / DDP, and that it changes nothing."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from caltech_cam.callbacks import GradCAMLogger, select_probe
+from tests.test_train import compose_train, run_dirs, tiny_overrides
+
+
+def events_of(folder: Path) -> list[EventAccumulator]:
+    accumulators = []
+    for file in sorted(folder.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(file), size_guidance={"images": 0, "scalars": 0})
+        acc.Reload()
+        accumulators.append(acc)
+    return accumulators
+
+
+def run_train(tmp_path: Path, root: Path, *extra: str, model: str = "resnet50") -> tuple[dict, Path]:
+    from caltech_cam.train import train
+
+    cfg = compose_train([*tiny_overrides(root, tmp_path, model), *extra])
+    out = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
+    cfg.paths.output_dir = str(out)
+    return train(cfg), out
+
+
+# ------------------------------------------------------------------------------------------------ probe set
+def test_probe_spreads_over_classes_and_includes_the_last_one():
+    labels = [c for c in range(10) for _ in range(3)]  # 10 classes x 3 images, class 9 = clutter
+    probe = select_probe(labels, 4)
+    assert [labels[i] for i in probe] == [0, 3, 6, 9]
+    assert probe == [0, 9, 18, 27]  # the first image of each chosen class
+    assert select_probe(labels, 4) == probe
+
+
+def test_probe_round_robins_when_images_outnumber_classes():
+    labels = [0, 0, 0, 1, 1, 2]
+    assert select_probe(labels, 5) == [0, 3, 5, 1, 4]
+    assert select_probe(labels, 50) == [0, 3, 5, 1, 4, 2]
+
+
+def test_probe_rejects_nonsense():
+    with pytest.raises(ValueError, match="num_images"):
+        select_probe([0, 1], 0)
+    with pytest.raises(ValueError, match="empty"):
+        select_probe([], 3)
+
+
+def test_callback_rejects_unknown_method():
+    with pytest.raises(ValueError, match="nope.*gradcam"):
+        GradCAMLogger(method="nope")
+
+
+# ------------------------------------------------------------------------------------------------ fit
+def test_fit_logs_each_layer_and_overview_at_every_validation(tmp_path, synthetic_root):
+    results, out = run_train(tmp_path, synthetic_root, "trainer.max_epochs=2", "test=false")
+    (events,) = events_of(out / "tensorboard")
+    images = events.Tags()["images"]
+    layers = ["layer1", "layer2", "layer3", "layer4"]
+    assert sorted(images) == sorted([f"gradcam/{layer}" for layer in layers] + ["gradcam/overview"])
+    steps = [e.step for e in events.Images("gradcam/overview")]
+    assert len(steps) == 2 and steps[0] < steps[1]
+    val_steps = [e.step for e in events.Scalars("val/acc_top1")]
+    assert steps == val_steps
+    # 4 probe images at 64 px: the overview has 1 + 4 columns, a per-layer grid 2 columns.
+    overview = events.Images("gradcam/overview")[-1]
+    per_layer = events.Images("gradcam/layer1")[-1]
+    assert overview.width > per_layer.width and overview.height == per_layer.height
+    pictures = {layer: events.Images(f"gradcam/{layer}")[-1].encoded_image_string for layer in layers}
+    assert len(set(pictures.values())) == len(layers), "per-layer grids should differ"
+    for name in ("average_drop", "increase_confidence"):
+        for layer in layers:
+            values = [s.value for s in events.Scalars(f"gradcam/{name}/{layer}")]
+            assert len(values) == 2 and all(0.0 <= v <= 100.0 for v in values)
+
+
+def test_validate_path_runs_under_inference_mode(tmp_path, synthetic_root):
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from caltech_cam.build import build_datamodule, build_module
+
+    cfg = compose_train(tiny_overrides(synthetic_root, tmp_path))
+    cfg.paths.output_dir = str(tmp_path / "v")
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    logger = TensorBoardLogger(str(tmp_path / "v"), name="", version="")
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=logger,
+        callbacks=[GradCAMLogger(num_images=3, strict=True)],
+        enable_progress_bar=False,
+        limit_val_batches=1,
+    )
+    assert trainer.validate(module, datamodule=datamodule)
+    (events,) = events_of(tmp_path / "v")
+    assert len(events.Images("gradcam/overview")) == 1
+
+
+def _fit_weights(tmp_path: Path, root: Path, callbacks: list, name: str) -> dict[str, torch.Tensor]:
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from caltech_cam.build import build_datamodule, build_module
+
+    cfg = compose_train(tiny_overrides(root, tmp_path))
+    cfg.paths.output_dir = str(tmp_path / name)
+    L.seed_everything(0, workers=True)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=TensorBoardLogger(str(tmp_path / name), name="", version=""),
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        deterministic=True,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_callback_changes_nothing_in_training(tmp_path, synthetic_root):
+    with_cam = _fit_weights(tmp_path, synthetic_root, [GradCAMLogger(num_images=4, strict=True)], "on")
+    without = _fit_weights(tmp_path, synthetic_root, [], "off")
+    assert events_of(tmp_path / "on")[0].Tags()["images"], "the callback did run"
+    assert with_cam.keys() == without.keys()
+    changed = [k for k in with_cam if not torch.equal(with_cam[k], without[k])]
+    assert changed == [], f"weights/buffers differ: {changed[:5]}"
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_broken_layer_name_strict_raises_lenient_warns_once(tmp_path, synthetic_root, caplog, strict):
+    extra = ("trainer.max_epochs=2", "test=false", "callbacks.grad_cam.layers=[layer4,no_such_layer]",
+             f"callbacks.grad_cam.strict={strict}")
+    if strict:
+        with pytest.raises(ValueError, match="no_such_layer"):
+            run_train(tmp_path, synthetic_root, *extra)
+        return
+    with caplog.at_level(logging.WARNING, logger="caltech_cam.callbacks.grad_cam"):
+        results, _ = run_train(tmp_path, synthetic_root, *extra)
+    warnings = [r for r in caplog.records if "GradCAMLogger failed" in r.getMessage()]
+    assert len(warnings) == 1 and "no_such_layer" in warnings[0].getMessage()
+    assert "val/acc_top1" in results["fit"]
+
+
+def test_frozen_backbone_and_bf16_autocast(tmp_path, synthetic_root):
+    results, out = run_train(
+        tmp_path, synthetic_root, "trainer.max_epochs=1", "test=false", "model.freeze_backbone_epochs=1",
+        "trainer.precision=bf16-mixed",
+    )
+    (events,) = events_of(out / "tensorboard")
+    assert len(events.Images("gradcam/overview")) == 1
+
+
+def test_two_process_ddp_only_rank_zero_writes_images(tmp_path, synthetic_root):
+    proc = subprocess.run(
+        [sys.executable, "-m", "caltech_cam.train", *tiny_overrides(synthetic_root, tmp_path), "trainer=ddp_cpu",
+         "trainer.max_epochs=3", "test=false"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    (run,) = run_dirs(tmp_path)
+    with_images = [e for e in events_of(run) if e.Tags()["images"]]
+    assert len(with_images) == 1
+    assert len(with_images[0].Images("gradcam/overview")) == 3

@@ -1,0 +1,185 @@
+"""`python -m caltech_cam.train`: config composition, every backbone end to end, resume, multirun, CPU DDP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from caltech_cam.config import config_dir
+
+TINY = [
+    "data=synthetic",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "callbacks.grad_cam.num_images=4",
+    "callbacks.grad_cam.strict=true",
+    "callbacks.progress_bar.enabled=false",
+    "model.pretrained=false",
+    "model/optimizer=adamw",
+    "trainer=cpu",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def tiny_overrides(data_root: Path, tmp_path: Path, model: str = "resnet50") -> list[str]:
+    size = ["data.resize=80", "data.crop=76"] if "inception" in model else ["data.resize=64"]
+    return [
+        *TINY,
+        f"model={model}",
+        *size,
+        f"data.root={data_root}",
+        f"paths.root_dir={tmp_path}",
+    ]
+
+
+def compose_train(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "caltech_cam.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"train failed:\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def run_dirs(tmp_path: Path, task: str = "train") -> list[Path]:
+    return sorted((tmp_path / "outputs" / task).glob("*runs/*"))
+
+
+# ------------------------------------------------------------------------------------------------ composition
+def test_model_selects_its_preset_and_overrides_win():
+    cfg = compose_train(["model=inception_v3"])
+    assert cfg.data.preset == "inception"
+    assert cfg.model.model_name == "inception_v3"
+    cfg = compose_train(["model=resnet50"])
+    assert cfg.data.preset == "resnet"
+    cfg = compose_train(["model=inception_v3", "data.preset=resnet"])
+    assert cfg.data.preset == "resnet"
+
+
+def test_demo_experiment_composes_for_both_models():
+    cfg = compose_train(["experiment=demo"])
+    assert cfg.data.root.endswith("synthetic")
+    assert cfg.trainer.accelerator == "cpu"
+    assert cfg.model.optimizer._target_ == "torch.optim.AdamW"
+    assert cfg.data.resize == 64
+    cfg = compose_train(["experiment=demo", "model=inception_v3"])
+    # InceptionV3 needs >= 75 px: the demo takes the model's small input.
+    assert cfg.data.crop >= 75
+
+
+def test_unknown_model_is_refused_with_the_allowed_names(tmp_path, synthetic_root):
+    proc = subprocess.run(
+        [sys.executable, "-m", "caltech_cam.train", "model=vgg16", *tiny_overrides(synthetic_root, tmp_path)[:-2]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "vgg16" in proc.stderr and "resnet50" in proc.stderr and "inception_v3" in proc.stderr
+
+
+def test_num_classes_disagreeing_with_data_is_an_error(tmp_path, synthetic_root):
+    from caltech_cam.train import train
+
+    cfg = compose_train([*tiny_overrides(synthetic_root, tmp_path), "model.num_classes=257", "+trainer.fast_dev_run=1"])
+    cfg.paths.output_dir = str(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"num_classes=257.*disagrees"):
+        train(cfg)
+
+
+def test_preset_the_model_cannot_take_is_an_error(tmp_path, synthetic_root):
+    from caltech_cam.train import train
+
+    cfg = compose_train([*tiny_overrides(synthetic_root, tmp_path, "my_inception_v3"), "data.preset=resnet"])
+    cfg.paths.output_dir = str(tmp_path / "run")
+    # my_inception_v3 takes either preset; resnet50 cannot take the 1-channel one.
+    cfg = compose_train([*tiny_overrides(synthetic_root, tmp_path), "data.preset=inception", "data.crop=56"])
+    cfg.paths.output_dir = str(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"resnet50.*inception"):
+        train(cfg)
+
+
+# ------------------------------------------------------------------------------------------------ fast_dev_run
+@pytest.mark.parametrize("model", ["resnet50", "inception_v3", "my_resnet50", "my_inception_v3"])
+def test_fast_dev_run_every_model(tmp_path, synthetic_root, model):
+    from caltech_cam.train import train
+
+    cfg = compose_train([*tiny_overrides(synthetic_root, tmp_path, model), "debug=fdr", "logger=none"])
+    cfg.paths.output_dir = str(tmp_path / "run")
+    results = train(cfg)
+    assert torch.isfinite(torch.tensor(results["fit"]["train/loss_step"]))
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def test_demo_like_run_writes_metrics_checkpoint_and_events(tmp_path, synthetic_root):
+    proc = run_cli([*tiny_overrides(synthetic_root, tmp_path), "trainer.max_epochs=2"], cwd=tmp_path)
+    (run,) = run_dirs(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["test"]["test/acc_top1"] <= metrics["test"]["test/acc_top5"] <= 1.0
+    assert metrics["optimized_metric"] == "val/acc_top1"
+    assert "val/acc_top1" in proc.stdout
+    best = Path(metrics["best_checkpoint"])
+    assert best.is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    # plain values only: loads with weights_only=True
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["model_name"] == "resnet50"
+    assert ckpt["hyper_parameters"]["num_classes"] == metrics["data"]["num_classes"]
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    for tag in ("train/loss_epoch", "val/acc_top1", "val/acc_top5", "val/acc_mean_class", "test/acc_top1"):
+        assert tag in scalars, f"{tag} missing from {scalars}"
+    assert len(events.Scalars("val/acc_top1")) == 2
+    assert "gradcam/overview" in events.Tags()["images"]
+
+
+def test_resume_from_last_checkpoint_continues_the_epoch_count(tmp_path, synthetic_root):
+    base = [*tiny_overrides(synthetic_root, tmp_path), "test=false", "callbacks.grad_cam.enabled=false"]
+    run_cli([*base, "trainer.max_epochs=1"], cwd=tmp_path)
+    (first,) = run_dirs(tmp_path)
+    last = first / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0
+    run_cli([*base, "trainer.max_epochs=2", f"ckpt_path={last}", "hydra.run.dir=" + str(tmp_path / "resumed")], cwd=tmp_path)
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["epoch"] == 1
+    assert resumed["global_step"] > torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+
+
+def test_multirun_gives_each_job_its_own_directory(tmp_path, synthetic_root):
+    overrides = [o for o in tiny_overrides(synthetic_root, tmp_path) if not o.startswith(("model=", "data.resize"))]
+    run_cli(
+        ["-m", "model=resnet50,my_inception_v3", "data.resize=80", *overrides, "debug=fdr"],
+        cwd=tmp_path,
+    )
+    jobs = sorted(p.parent for p in (tmp_path / "outputs" / "train" / "multiruns").glob("*/*/metrics.json"))
+    assert len(jobs) == 2
+    chosen = sorted(json.loads((j / "metrics.json").read_text())["model"] for j in jobs)
+    assert chosen == ["my_inception_v3", "resnet50"]
+
+
+def test_two_process_cpu_ddp_runs_several_epochs(tmp_path, synthetic_root):
+    run_cli([*tiny_overrides(synthetic_root, tmp_path), "trainer=ddp_cpu", "trainer.max_epochs=2", "test=false"],
+            cwd=tmp_path)
+    (run,) = run_dirs(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "val/acc_top1" in metrics["fit"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
