@@ -62,7 +62,7 @@ def test_callback_rejects_unknown_method():
 
 # ------------------------------------------------------------------------------------------------ fit
 def test_fit_logs_each_layer_and_overview_at_every_validation(tmp_path, synthetic_root):
-    results, out = run_train(tmp_path, synthetic_root, "trainer.max_epochs=2", "test=false")
+    _results, out = run_train(tmp_path, synthetic_root, "trainer.max_epochs=2", "test=false")
     (events,) = events_of(out / "tensorboard")
     images = events.Tags()["images"]
     layers = ["layer1", "layer2", "layer3", "layer4"]
@@ -141,8 +141,12 @@ def test_callback_changes_nothing_in_training(tmp_path, synthetic_root):
 
 @pytest.mark.parametrize("strict", [True, False])
 def test_broken_layer_name_strict_raises_lenient_warns_once(tmp_path, synthetic_root, caplog, strict):
-    extra = ("trainer.max_epochs=2", "test=false", "callbacks.grad_cam.layers=[layer4,no_such_layer]",
-             f"callbacks.grad_cam.strict={strict}")
+    extra = (
+        "trainer.max_epochs=2",
+        "test=false",
+        "callbacks.grad_cam.layers=[layer4,no_such_layer]",
+        f"callbacks.grad_cam.strict={strict}",
+    )
     if strict:
         with pytest.raises(ValueError, match="no_such_layer"):
             run_train(tmp_path, synthetic_root, *extra)
@@ -155,8 +159,12 @@ def test_broken_layer_name_strict_raises_lenient_warns_once(tmp_path, synthetic_
 
 
 def test_frozen_backbone_and_bf16_autocast(tmp_path, synthetic_root):
-    results, out = run_train(
-        tmp_path, synthetic_root, "trainer.max_epochs=1", "test=false", "model.freeze_backbone_epochs=1",
+    _results, out = run_train(
+        tmp_path,
+        synthetic_root,
+        "trainer.max_epochs=1",
+        "test=false",
+        "model.freeze_backbone_epochs=1",
         "trainer.precision=bf16-mixed",
     )
     (events,) = events_of(out / "tensorboard")
@@ -165,9 +173,19 @@ def test_frozen_backbone_and_bf16_autocast(tmp_path, synthetic_root):
 
 def test_two_process_ddp_only_rank_zero_writes_images(tmp_path, synthetic_root):
     proc = subprocess.run(
-        [sys.executable, "-m", "caltech_cam.train", *tiny_overrides(synthetic_root, tmp_path), "trainer=ddp_cpu",
-         "trainer.max_epochs=3", "test=false"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "caltech_cam.train",
+            *tiny_overrides(synthetic_root, tmp_path),
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=3",
+            "test=false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
     (run,) = run_dirs(tmp_path)

@@ -54,7 +54,9 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comple
         text=True,
         timeout=timeout,
     )
-    assert proc.returncode == 0, f"train failed:\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (
+        f"train failed:\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+    )
     return proc
 
 
@@ -86,7 +88,13 @@ def test_demo_experiment_composes_for_both_models():
 
 def test_unknown_model_is_refused_with_the_allowed_names(tmp_path, synthetic_root):
     proc = subprocess.run(
-        [sys.executable, "-m", "caltech_cam.train", "model=vgg16", *tiny_overrides(synthetic_root, tmp_path)[:-2]],
+        [
+            sys.executable,
+            "-m",
+            "caltech_cam.train",
+            "model=vgg16",
+            *tiny_overrides(synthetic_root, tmp_path)[:-2],
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -99,7 +107,9 @@ def test_unknown_model_is_refused_with_the_allowed_names(tmp_path, synthetic_roo
 def test_num_classes_disagreeing_with_data_is_an_error(tmp_path, synthetic_root):
     from caltech_cam.train import train
 
-    cfg = compose_train([*tiny_overrides(synthetic_root, tmp_path), "model.num_classes=257", "+trainer.fast_dev_run=1"])
+    cfg = compose_train(
+        [*tiny_overrides(synthetic_root, tmp_path), "model.num_classes=257", "+trainer.fast_dev_run=1"]
+    )
     cfg.paths.output_dir = str(tmp_path / "run")
     with pytest.raises(ValueError, match=r"num_classes=257.*disagrees"):
         train(cfg)
@@ -158,14 +168,21 @@ def test_resume_from_last_checkpoint_continues_the_epoch_count(tmp_path, synthet
     (first,) = run_dirs(tmp_path)
     last = first / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0
-    run_cli([*base, "trainer.max_epochs=2", f"ckpt_path={last}", "hydra.run.dir=" + str(tmp_path / "resumed")], cwd=tmp_path)
-    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    run_cli(
+        [*base, "trainer.max_epochs=2", f"ckpt_path={last}", "hydra.run.dir=" + str(tmp_path / "resumed")],
+        cwd=tmp_path,
+    )
+    resumed = torch.load(
+        tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
     assert resumed["epoch"] == 1
     assert resumed["global_step"] > torch.load(last, map_location="cpu", weights_only=True)["global_step"]
 
 
 def test_multirun_gives_each_job_its_own_directory(tmp_path, synthetic_root):
-    overrides = [o for o in tiny_overrides(synthetic_root, tmp_path) if not o.startswith(("model=", "data.resize"))]
+    overrides = [
+        o for o in tiny_overrides(synthetic_root, tmp_path) if not o.startswith(("model=", "data.resize"))
+    ]
     run_cli(
         ["-m", "model=resnet50,my_inception_v3", "data.resize=80", *overrides, "debug=fdr"],
         cwd=tmp_path,
@@ -177,8 +194,10 @@ def test_multirun_gives_each_job_its_own_directory(tmp_path, synthetic_root):
 
 
 def test_two_process_cpu_ddp_runs_several_epochs(tmp_path, synthetic_root):
-    run_cli([*tiny_overrides(synthetic_root, tmp_path), "trainer=ddp_cpu", "trainer.max_epochs=2", "test=false"],
-            cwd=tmp_path)
+    run_cli(
+        [*tiny_overrides(synthetic_root, tmp_path), "trainer=ddp_cpu", "trainer.max_epochs=2", "test=false"],
+        cwd=tmp_path,
+    )
     (run,) = run_dirs(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
     assert "val/acc_top1" in metrics["fit"]

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from caltech_cam.data import CaltechDataModule
@@ -61,8 +62,9 @@ def build_module(cfg: DictConfig, datamodule: CaltechDataModule) -> ClassifierMo
     )
 
 
-def build_callbacks(cfg: DictConfig | None) -> list[L.Callback]:
-    """Every callback config with a `_target_`, except those that say `enabled: false`."""
+def build_callbacks(cfg: DictConfig | None, *, has_logger: bool = True) -> list[L.Callback]:
+    """Every callback config with a `_target_`, except those that say `enabled: false` (and, without a logger,
+    the learning-rate monitor, which Lightning refuses to run then)."""
     callbacks: list[L.Callback] = []
     for name, node in (cfg or {}).items():
         node = dict(plain(node) or {})
@@ -71,7 +73,11 @@ def build_callbacks(cfg: DictConfig | None) -> list[L.Callback]:
             continue
         if "_target_" not in node:
             raise ValueError(f"callbacks.{name} has no _target_; expected a callback class path.")
-        callbacks.append(instantiate(node))
+        callback = instantiate(node)
+        if isinstance(callback, LearningRateMonitor) and not has_logger:
+            log.info("Callback %s skipped: it needs a logger and logger=none.", name)
+            continue
+        callbacks.append(callback)
     return callbacks
 
 

@@ -171,7 +171,11 @@ class ClassifierModule(L.LightningModule):
         base_lr = make_optimizer.keywords.get("lr", 1e-3)
         groups = [
             {"params": self.head_parameters(), "lr": base_lr, "name": "head"},
-            {"params": self.backbone_parameters(), "lr": base_lr * self.hparams.backbone_lr_mult, "name": "backbone"},
+            {
+                "params": self.backbone_parameters(),
+                "lr": base_lr * self.hparams.backbone_lr_mult,
+                "name": "backbone",
+            },
         ]
         optimizer = make_optimizer([g for g in groups if g["params"]])
         if not self.hparams.scheduler:

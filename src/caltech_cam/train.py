@@ -14,7 +14,14 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from caltech_cam.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer, plain
+from caltech_cam.build import (
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_module,
+    build_trainer,
+    plain,
+)
 from caltech_cam.config import config_dir
 
 log = logging.getLogger(__name__)
@@ -30,8 +37,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
-    callbacks = build_callbacks(cfg.get("callbacks"))
     loggers = build_loggers(cfg.get("logger"))
+    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
     trainer = build_trainer(cfg, callbacks, loggers)
     for logger in loggers:
         logger.log_hyperparams(plain(cfg))
@@ -57,7 +64,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimized_metric=metric_name,
         optimized_value=optimized,
         best_checkpoint=best_path,
-        last_checkpoint=str(Path(checkpoint.dirpath) / "last.ckpt") if checkpoint and checkpoint.dirpath else "",
+        last_checkpoint=str(Path(checkpoint.dirpath) / "last.ckpt")
+        if checkpoint and checkpoint.dirpath
+        else "",
         data=datamodule.summary(),
     )
     if trainer.is_global_zero:

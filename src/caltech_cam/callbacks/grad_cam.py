@@ -112,10 +112,12 @@ class GradCAMLogger(L.Callback):
             if self.strict:
                 raise
             if not self._warned:
-                log.warning("GradCAMLogger failed; training continues without CAMs.\n%s", traceback.format_exc())
+                log.warning(
+                    "GradCAMLogger failed; training continues without CAMs.\n%s", traceback.format_exc()
+                )
                 self._warned = True
 
-    def _writer(self, trainer: L.Trainer):  # noqa: ANN202 - a tensorboard SummaryWriter
+    def _writer(self, trainer: L.Trainer):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 return logger.experiment
@@ -124,7 +126,7 @@ class GradCAMLogger(L.Callback):
             self._warned = True
         return None
 
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, writer) -> None:  # noqa: ANN001
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, writer) -> None:
         from caltech_cam.cam import cam_pass, faithfulness_scores, make_grid
 
         images, labels = self._probe_on(trainer, pl_module.device)
@@ -133,7 +135,8 @@ class GradCAMLogger(L.Callback):
         predicted = result.targets
         names = pl_module.class_names
         captions = [
-            f"true: {names[int(t)]}\npred: {names[int(p)]}" for t, p in zip(labels.tolist(), predicted.tolist())
+            f"true: {names[int(t)]}\npred: {names[int(p)]}"
+            for t, p in zip(labels.tolist(), predicted.tolist(), strict=False)
         ]
         shown = pl_module.preset.denormalize(images)
         step = trainer.global_step
