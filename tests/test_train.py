@@ -43,7 +43,7 @@ def tiny_overrides(data_root: Path, tmp_path: Path, model: str = "resnet50") -> 
 def compose_train(overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        return compose(config_name="train", overrides=overrides)
 
 
 def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -84,6 +84,21 @@ def test_demo_experiment_composes_for_both_models():
     cfg = compose_train(["experiment=demo", "model=inception_v3"])
     # InceptionV3 needs >= 75 px: the demo takes the model's small input.
     assert cfg.data.crop >= 75
+
+
+@pytest.mark.parametrize(
+    ("experiment", "model", "preset", "crop"),
+    [
+        ("seed_resnet50", "resnet50", "resnet", None),
+        ("seed_inception_v3", "inception_v3", "inception", 224),
+    ],
+)
+def test_seed_experiments_reproduce_the_study(experiment, model, preset, crop):
+    cfg = compose_train([f"experiment={experiment}"])
+    assert cfg.model.model_name == model and cfg.model.pretrained
+    assert cfg.data.preset == preset and cfg.data.resize == 256 and cfg.data.crop == crop
+    assert list(cfg.data.split.fractions) == [0.7, 0.15, 0.15]
+    assert cfg.data.synthetic is None
 
 
 def test_unknown_model_is_refused_with_the_allowed_names(tmp_path, synthetic_root):
@@ -160,6 +175,28 @@ def test_demo_like_run_writes_metrics_checkpoint_and_events(tmp_path, synthetic_
         assert tag in scalars, f"{tag} missing from {scalars}"
     assert len(events.Scalars("val/acc_top1")) == 2
     assert "gradcam/overview" in events.Tags()["images"]
+
+    # evaluate: the same checkpoint on the same (reused) split gives the same test numbers
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "caltech_cam.evaluate",
+            f"ckpt_path={best}",
+            "trainer=cpu",
+            f"paths.root_dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (evaluation,) = run_dirs(tmp_path, "evaluate")
+    scored = json.loads((evaluation / "metrics.json").read_text())
+    assert scored["images"] == metrics["data"]["splits"]["test"]
+    for key in ("test/acc_top1", "test/acc_top5", "test/acc_mean_class"):
+        assert scored["metrics"][key] == pytest.approx(metrics["test"][key], abs=1e-6)
 
 
 def test_resume_from_last_checkpoint_continues_the_epoch_count(tmp_path, synthetic_root):

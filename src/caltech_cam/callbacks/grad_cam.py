@@ -127,28 +127,36 @@ class GradCAMLogger(L.Callback):
         return None
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, writer) -> None:
-        from caltech_cam.cam import cam_pass, faithfulness_scores, make_grid
+        from caltech_cam.cam import capture, confidence_change, get_method, make_grid, postprocess
 
         images, labels = self._probe_on(trainer, pl_module.device)
         layers = self.layers or list(pl_module.cam_layers)
-        result = cam_pass(pl_module.model, images, layers, method=self.method)
-        predicted = result.targets
+        method = get_method(self.method)
+        # One engine pass for every layer; its targets are the predicted classes, which the captions show.
+        seen = capture(pl_module.model, images, layers, gradients=method.uses_gradients)
+        size = (images.shape[-2], images.shape[-1])
+        maps = {
+            name: postprocess(method(acts, seen.gradients[name] if seen.gradients else None), size)
+            for name, acts in seen.activations.items()
+        }
         names = pl_module.class_names
         captions = [
-            f"true: {names[int(t)]}\npred: {names[int(p)]}"
-            for t, p in zip(labels.tolist(), predicted.tolist(), strict=False)
+            f"true: {names[t]} / pred: {names[p]}"
+            for t, p in zip(labels.tolist(), seen.targets.tolist(), strict=True)
         ]
         shown = pl_module.preset.denormalize(images)
         step = trainer.global_step
-        grid_kwargs = {"captions": captions, "colormap": self.colormap, "alpha": self.alpha, "figure": False}
+        style = {"captions": captions, "cmap": self.colormap, "alpha": self.alpha}
         for layer in layers:
-            grid, _ = make_grid(shown, {layer: result.maps[layer]}, **grid_kwargs)
+            grid, figure = make_grid(shown, {layer: maps[layer]}, **style)
             writer.add_image(f"gradcam/{layer}", grid, step, dataformats="CHW")
-        grid, _ = make_grid(shown, result.maps, **grid_kwargs)
+        grid, figure = make_grid(shown, maps, **style)
         writer.add_image("gradcam/overview", grid, step, dataformats="CHW")
         if self.faithfulness:
-            scores = faithfulness_scores(pl_module.model, images, result.maps, predicted)
+            scores = confidence_change(pl_module.model, images, maps, seen.targets)
             for layer, values in scores.items():
-                for name, value in values.items():
-                    writer.add_scalar(f"gradcam/{name}/{layer}", float(value), step)
+                writer.add_scalar(f"gradcam/average_drop/{layer}", float(values["average_drop"]), step)
+                writer.add_scalar(
+                    f"gradcam/increase_confidence/{layer}", float(values["increase_in_confidence"]), step
+                )
         writer.flush()
