@@ -1,0 +1,161 @@
+"""Faithfulness of CAM maps: does the model still see the class in what the map keeps?
+
+All work on the model's input as given (normalized), under no_grad in eval mode (flags restored), in chunks of
+`chunk_size` images, and return tensors on the images' device without a host sync, so a callback can log them.
+Masking multiplies the input by the map: on a normalized input, 0 is the dataset's mean colour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch import Tensor, nn
+
+from caltech_cam.cam.engine import check_targets, evaluating, logits_of
+
+
+def _probabilities(model: nn.Module, batches: Iterator[Tensor], classes: Tensor) -> Tensor:
+    """softmax(model(x))[c] for the images the iterator yields, chunk by chunk; `classes` one per image."""
+    out, start = [], 0
+    for chunk in batches:
+        logits = logits_of(model(chunk)).float()
+        out.append(logits.softmax(dim=1).gather(1, classes[start : start + len(chunk), None])[:, 0])
+        start += len(chunk)
+    return torch.cat(out)
+
+
+def target_probabilities(
+    model: nn.Module, images: Tensor, targets: Tensor | Sequence[int] | None = None, *, chunk_size: int = 64
+) -> tuple[Tensor, Tensor]:
+    """Y_c = softmax(model(x))_c per image, and the classes c used (default: the predicted class)."""
+    wanted = check_targets(targets, images.shape[0])
+    with evaluating(model, grad=False, device_type=images.device.type):
+        logits = torch.cat([logits_of(model(c)).float() for c in images.split(chunk_size)])
+        classes = logits.argmax(dim=1) if wanted is None else wanted.to(images.device)
+        return logits.softmax(dim=1).gather(1, classes[:, None])[:, 0], classes
+
+
+def average_drop(base: Tensor, masked: Tensor) -> Tensor:
+    """Average Drop % (Chattopadhay et al., Grad-CAM++, WACV 2018): 100 · mean_i max(0, Y_c^i − O_c^i) / Y_c^i.
+
+    Y_c = softmax score of class c on the image, O_c = on the image multiplied by the map. Lower is better.
+    """
+    return 100 * ((base - masked).clamp_min(0) / base).mean()
+
+
+def increase_in_confidence(base: Tensor, masked: Tensor) -> Tensor:
+    """Increase in Confidence % (Chattopadhay et al., WACV 2018): 100 · mean_i [O_c^i > Y_c^i]. Higher is better."""
+    return 100 * (masked > base).float().mean()
+
+
+def confidence_change(
+    model: nn.Module,
+    images: Tensor,
+    maps: Mapping[str, Tensor],
+    targets: Tensor | Sequence[int] | None = None,
+    *,
+    chunk_size: int = 64,
+) -> dict[str, dict[str, Tensor]]:
+    """Average Drop % and Increase in Confidence % of every layer's maps (B, H, W) in [0, 1].
+
+    Costs one forward of the images plus one per layer (chunked). Returns layer ->
+    {"average_drop": scalar, "increase_in_confidence": scalar}.
+    """
+    for name, m in maps.items():
+        if m.shape != (images.shape[0], *images.shape[-2:]):
+            raise ValueError(
+                f"map of layer {name!r} has shape {tuple(m.shape)}; expected (B, H, W) of the images"
+            )
+    base, classes = target_probabilities(model, images, targets, chunk_size=chunk_size)
+    result = {}
+    with evaluating(model, grad=False, device_type=images.device.type):
+        for name, m in maps.items():
+            masked = _probabilities(model, (images * m[:, None].to(images.dtype)).split(chunk_size), classes)
+            result[name] = {
+                "average_drop": average_drop(base, masked),
+                "increase_in_confidence": increase_in_confidence(base, masked),
+            }
+    return result
+
+
+def _pixel_ranks(saliency: Tensor) -> Tensor:
+    """Rank of every pixel by decreasing saliency (0 = most salient), (B, H·W); ties keep raster order."""
+    order = saliency.flatten(1).argsort(dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    return ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+
+
+def _rise_curve(
+    model: nn.Module,
+    start: Tensor,
+    end: Tensor,
+    saliency: Tensor,
+    classes: Tensor,
+    steps: int,
+    chunk_size: int,
+) -> Tensor:
+    """p_c after replacing the top ⌊s·HW/steps⌋ most salient pixels of `start` by `end`, s = 0..steps: (B, steps+1)."""
+    batch, _, height, width = start.shape
+    ranks = _pixel_ranks(saliency)
+    counts = torch.arange(steps + 1, device=start.device) * (height * width) // steps
+    flat = torch.arange(batch * (steps + 1), device=start.device)
+
+    def images() -> Iterator[Tensor]:
+        # Built chunk by chunk so memory stays at chunk_size images whatever B and steps.
+        for index in flat.split(chunk_size):
+            image, step = index // (steps + 1), index % (steps + 1)
+            replaced = (ranks[image] < counts[step, None]).view(-1, 1, height, width)
+            yield torch.where(replaced, end[image], start[image])
+
+    with evaluating(model, grad=False, device_type=start.device.type):
+        return _probabilities(model, images(), classes.repeat_interleave(steps + 1)).view(batch, steps + 1)
+
+
+def _check_saliency(images: Tensor, saliency: Tensor, steps: int) -> None:
+    if saliency.shape != (images.shape[0], *images.shape[-2:]):
+        raise ValueError(f"saliency of shape {tuple(saliency.shape)}; expected (B, H, W) of the images")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+
+
+def deletion_auc(
+    model: nn.Module,
+    images: Tensor,
+    saliency: Tensor,
+    targets: Tensor | Sequence[int] | None = None,
+    *,
+    steps: int = 16,
+    chunk_size: int = 64,
+) -> Tensor:
+    """Deletion AUC (Petsiuk et al., RISE, BMVC 2018), per image (B,). Lower is better.
+
+    AUC = ∫₀¹ p_c(x with the most salient fraction t of pixels set to 0) dt, by the trapezoid rule on
+    t = s/steps. 0 is the mean colour of a normalized input. Costs B·(steps+1) forwards.
+    """
+    _check_saliency(images, saliency, steps)
+    _, classes = target_probabilities(model, images, targets, chunk_size=chunk_size)
+    curve = _rise_curve(model, images, torch.zeros_like(images), saliency, classes, steps, chunk_size)
+    return torch.trapezoid(curve, dx=1.0 / steps, dim=1)
+
+
+def insertion_auc(
+    model: nn.Module,
+    images: Tensor,
+    saliency: Tensor,
+    targets: Tensor | Sequence[int] | None = None,
+    *,
+    steps: int = 16,
+    chunk_size: int = 64,
+) -> Tensor:
+    """Insertion AUC (Petsiuk et al., RISE, BMVC 2018), per image (B,). Higher is better.
+
+    AUC = ∫₀¹ p_c(blurred x with the most salient fraction t of pixels restored) dt, trapezoid rule on
+    t = s/steps; the blur is RISE's (Gaussian, 11 px, σ = 5). Costs B·(steps+1) forwards.
+    """
+    _check_saliency(images, saliency, steps)
+    _, classes = target_probabilities(model, images, targets, chunk_size=chunk_size)
+    blurred = TF.gaussian_blur(images, kernel_size=[11, 11], sigma=[5.0, 5.0])
+    curve = _rise_curve(model, blurred, images, saliency, classes, steps, chunk_size)
+    return torch.trapezoid(curve, dx=1.0 / steps, dim=1)

@@ -1,0 +1,96 @@
+"""Shared fixtures: a small synthetic dataset (session-wide) and a tmp tree with the real archive's quirks."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from caltech_cam.data import SyntheticInfo, generate_synthetic
+
+# The shared synthetic set: 4 class folders (3 objects + clutter) x 12 images, sides 64-96 px.
+SYNTHETIC_PARAMS = {"num_classes": 4, "images_per_class": 12, "seed": 0, "min_size": 64, "max_size": 96}
+
+
+@pytest.fixture(scope="session")
+def synthetic_info(tmp_path_factory: pytest.TempPathFactory) -> SyntheticInfo:
+    """The shared synthetic set (see SYNTHETIC_PARAMS) with its boxes. Read-only: never write into it."""
+    return generate_synthetic(tmp_path_factory.mktemp("data") / "synthetic", **SYNTHETIC_PARAMS)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(synthetic_info: SyntheticInfo) -> Path:
+    """Root of the shared synthetic set; ``data.root=<it>`` with ``data=synthetic`` reuses it as it is."""
+    return synthetic_info.root
+
+
+def jpeg_bytes(seed: int, size: tuple[int, int] = (48, 40), mode: str = "RGB") -> bytes:
+    """A distinct smooth-plus-noise picture (its seed makes its content, hence its hash, unique)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    xx = np.mgrid[0:h, 0:w][1]
+    base = rng.uniform(30, 220, size=3)
+    pixels = base + 30 * np.sin(xx[..., None] / rng.uniform(3, 9)) + rng.normal(0, 8, size=(h, w, 3))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert(mode)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class CaltechTree:
+    """A tmp Caltech-256 layout: ``root`` is the parent, ``folder`` the ``256_ObjectCategories`` inside it.
+
+    Classes (sorted): 001.ak47 (10 good), 056.dog (8 good incl. a grayscale and a CMYK JPEG, + a truncated
+    JPEG, + the nested empty greg/vision309), 198.spider (8 good, 198_0008 a byte copy of 198_0001, + the
+    non-image RENAME2), 257.clutter (6 good + a zero-byte .jpg). 34 image files, 2 bad, 32 usable.
+    """
+
+    root: Path
+    folder: Path
+    bad: tuple[str, ...] = ("056.dog/056_0009.jpg", "257.clutter/257_0007.jpg")
+    duplicate: tuple[str, str] = ("198.spider/198_0001.jpg", "198.spider/198_0008.jpg")
+    gray: str = "056.dog/056_0001.jpg"
+    cmyk: str = "056.dog/056_0002.jpg"
+
+
+def make_caltech_tree(parent: Path) -> CaltechTree:
+    folder = parent / "caltech" / "256_ObjectCategories"
+    seed = 0
+
+    def write(rel: str, data: bytes) -> None:
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def images(class_dir: str, count: int, first: int = 1) -> None:
+        nonlocal seed
+        number = class_dir[:3]
+        for i in range(first, first + count):
+            seed += 1
+            write(f"{class_dir}/{number}_{i:04d}.jpg", jpeg_bytes(seed))
+
+    images("001.ak47", 10)
+    write("056.dog/056_0001.jpg", jpeg_bytes(100, mode="L"))
+    write("056.dog/056_0002.jpg", jpeg_bytes(101, mode="CMYK"))
+    images("056.dog", 5, first=3)
+    full = jpeg_bytes(102, size=(64, 64))
+    write("056.dog/056_0008.jpg", full)
+    write("056.dog/056_0009.jpg", full[: len(full) // 2])  # truncated
+    (folder / "056.dog" / "greg" / "vision309").mkdir(parents=True)
+    images("198.spider", 7)
+    write("198.spider/198_0008.jpg", (folder / "198.spider" / "198_0001.jpg").read_bytes())
+    write("198.spider/RENAME2", b"rename these files\n")
+    images("257.clutter", 6)
+    write("257.clutter/257_0007.jpg", b"")
+    return CaltechTree(parent / "caltech", folder)
+
+
+@pytest.fixture
+def caltech_tree(tmp_path: Path) -> CaltechTree:
+    """A fresh quirky Caltech-layout tree per test (tests may damage it)."""
+    return make_caltech_tree(tmp_path)

@@ -1,0 +1,224 @@
+"""A call leaves nothing behind: weights, .grad, modes, BN statistics, RNG, hooks, memory; any grad mode."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import inspect
+import re
+from collections import namedtuple
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from caltech_cam.cam import compute_cams, confidence_change, engine, methods
+
+LAYERS = ["layer1", "layer2", "layer3", "layer4"]
+HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_pre_hooks_with_kwargs",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Other jobs share these 2 cores: two OpenMP threads then spin against each other (measured 10-30x slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+
+
+def snapshot(model: nn.Module) -> dict[str, object]:
+    """Everything a call could leave behind on the model or in torch's global state."""
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},  # weights, running stats, num_batches
+        "grads": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "training": {n: m.training for n, m in model.named_modules()},
+        "hooks": {(n, d): len(getattr(m, d)) for n, m in model.named_modules() for d in HOOK_DICTS},
+        "global_hooks": len(nn.modules.module._global_forward_hooks),
+        "rng": torch.get_rng_state(),
+        "grad_enabled": torch.is_grad_enabled(),
+        "inference": torch.is_inference_mode_enabled(),
+    }
+
+
+def assert_same(before: dict[str, object], after: dict[str, object]) -> None:
+    for key in before:
+        b, a = before[key], after[key]
+        if isinstance(b, dict):
+            assert b.keys() == a.keys(), key
+            for name in b:
+                if isinstance(b[name], torch.Tensor):
+                    assert torch.equal(b[name], a[name]), f"{key}: {name} changed"
+                else:
+                    assert b[name] == a[name], f"{key}: {name} changed"
+        elif isinstance(b, torch.Tensor):
+            assert torch.equal(b, a), key
+        else:
+            assert b == a, key
+
+
+@pytest.mark.parametrize("method", ["gradcam", "eigencam"])
+def test_a_call_on_a_training_model_leaves_no_trace(model, images, method):
+    model.train()
+    model.layer2[0].bn1.eval()  # a mix of modes (e.g. frozen BN) must come back as it was
+    model.fc.weight.requires_grad_(False)
+    model(images).sum().backward()  # existing .grad (and BN statistics moved by one step)
+    before = snapshot(model)
+    for call in range(2):
+        maps = compute_cams(model, images, LAYERS, method=method, targets=torch.tensor([1, 7]))
+        assert_same(before, snapshot(model))
+        assert all(m.shape == (2, 64, 64) and m.amax() == 1 for m in maps.values()), call
+
+
+def test_gradient_accumulation_in_progress_is_undisturbed(model, images):
+    reference = copy.deepcopy(model)
+    for net, call in ((model, True), (reference, False)):
+        net.train()
+        net(images[:1]).sum().backward()  # first micro-batch
+        if call:
+            compute_cams(net, images, LAYERS)
+        net(images[1:]).logsumexp(dim=1).sum().backward()  # second micro-batch accumulates
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad), name
+    for (name, b), c in zip(model.named_buffers(), reference.buffers(), strict=True):
+        assert torch.equal(b, c), name
+
+
+@pytest.mark.parametrize("mode", ["inference_mode", "no_grad"])
+def test_works_under_inference_mode_and_no_grad(model, images, mode):
+    model.eval()
+    expected = compute_cams(model, images, LAYERS, method="hirescam")
+    context = torch.inference_mode() if mode == "inference_mode" else torch.no_grad()
+    with context:
+        inside = (
+            images.clone()
+        )  # an inference tensor under inference_mode, as Lightning's validate hands over
+        maps = compute_cams(model, inside, LAYERS, method="hirescam")
+        assert torch.is_inference_mode_enabled() == (mode == "inference_mode") and not torch.is_grad_enabled()
+        scores = confidence_change(model, inside, maps)
+    for layer in LAYERS:
+        assert torch.equal(maps[layer], expected[layer])
+        assert not maps[layer].is_inference()  # usable after the block too
+        assert 0 <= scores[layer]["average_drop"] <= 100
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
+def test_frozen_parameters(model, images):
+    model.eval()
+    expected = compute_cams(model, images, LAYERS)
+    model.requires_grad_(False)
+    maps = compute_cams(model, images, LAYERS)
+    assert not any(p.requires_grad for p in model.parameters())
+    for layer in LAYERS:
+        assert torch.equal(maps[layer], expected[layer])
+
+
+def test_tuple_and_named_tuple_outputs(images):
+    torch.manual_seed(0)
+    base = torchvision.models.resnet18(num_classes=10).eval()
+    Outputs = namedtuple("Outputs", ["logits", "aux"])
+
+    class Named(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = base
+
+        def forward(self, x):
+            logits = self.net(x)
+            return Outputs(logits, logits.detach() * 0)
+
+    class Plain(Named):
+        def forward(self, x):
+            return (self.net(x), None)
+
+    expected = compute_cams(base, images, ["layer3"], method="gradcampp")["layer3"]
+    for wrapper in (Named(), Plain()):
+        torch.testing.assert_close(
+            compute_cams(wrapper, images, ["net.layer3"], method="gradcampp")["net.layer3"], expected
+        )
+
+
+def test_inception_in_train_mode_returns_to_train_mode():
+    # In train mode InceptionV3 returns InceptionOutputs and its aux head needs >= 299 px; the pass runs in eval.
+    torch.manual_seed(0)
+    model = torchvision.models.inception_v3(
+        weights=None, num_classes=5, aux_logits=True, init_weights=False
+    ).train()
+    x = torch.randn(1, 3, 80, 80)
+    before = snapshot(model)
+    maps = compute_cams(model, x, ["Mixed_5d", "Mixed_6e"])
+    assert_same(before, snapshot(model))
+    assert maps["Mixed_6e"].shape == (1, 80, 80)
+
+
+def live_tensors() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
+
+
+def test_memory_flat_over_repeated_calls(model, images):
+    model.eval()
+    for _ in range(2):  # warm caches (kernels, lazily created buffers)
+        compute_cams(model, images, LAYERS)
+    start = live_tensors()
+    gc.disable()
+    try:
+        for _ in range(20):
+            compute_cams(model, images, LAYERS, method="gradcampp")
+        # Nothing we create lives in a reference cycle: plain reference counting freed it all.
+        assert sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor)) == start
+    finally:
+        gc.enable()
+    assert live_tensors() == start
+
+
+def test_engine_never_reads_back_to_the_host():
+    # The one host read in the engine is the targets range check of `_check_range` (free for CPU targets);
+    # everything else stays on the device. (A CUDA sync-debug test runs when a GPU is present, below.)
+    source = inspect.getsource(engine) + inspect.getsource(methods)
+    pattern = re.compile(r"\.item\(|numpy|\.cpu\(|\.tolist\(|(?<![.\w])(float|int|bool)\(")
+    hits = [line.strip() for line in source.splitlines() if pattern.search(line)]
+    assert hits == [
+        'f"targets {targets[bad].tolist()} out of range: the model has {num_classes} classes (0..{num_classes - 1})"'
+    ]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("method", ["gradcam", "layercam", "xgradcam"])
+def test_no_host_sync_on_cuda(method):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50().cuda()
+    x = torch.randn(2, 3, 96, 96, device="cuda")
+    compute_cams(model, x, LAYERS, method=method)  # warm-up (cuDNN autotuning may sync)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        maps = compute_cams(model, x, LAYERS, method=method)
+        compute_cams(
+            model, x, LAYERS, method=method, targets=torch.tensor([1, 2])
+        )  # CPU targets: still no sync
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert maps["layer4"].device.type == "cuda"

@@ -1,0 +1,78 @@
+"""`python -m caltech_cam.prepare` as a user runs it: exit codes, the manifest, the printed summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _prepare(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    tmp_path.mkdir(exist_ok=True)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "caltech_cam.prepare",
+            f"paths.root_dir={tmp_path}",
+            f"paths.data_dir={tmp_path}/data",
+            *overrides,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    (run,) = (tmp_path / "outputs" / "prepare" / "runs").iterdir()
+    return run
+
+
+def test_prepare_generates_the_synthetic_set_and_writes_the_manifest(tmp_path):
+    proc = _prepare(
+        tmp_path,
+        "data.synthetic.num_classes=3",
+        "data.synthetic.images_per_class=20",
+        "data.synthetic.max_size=80",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "data" / "synthetic" / "003.clutter" / "003_0020.jpg").is_file()
+    # 20 per class at 0.7/0.15/0.15 is exactly 14/3/3.
+    assert "classes: 3  images: 60  train: 42  val: 9  test: 9  (split: fractions)" in proc.stdout
+    with (_run_dir(tmp_path) / "split_manifest.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert Counter((r["label"], r["split"]) for r in rows) == {
+        (str(k), s): n for k in range(3) for s, n in (("train", 14), ("val", 3), ("test", 3))
+    }
+    assert all(len(r["sha1"]) == 40 for r in rows)
+    summary = json.loads((_run_dir(tmp_path) / "data_summary.json").read_text())
+    assert summary["class_names"] == ["red-circle", "green-triangle", "clutter"]
+    assert (tmp_path / "data" / "cache").is_dir()
+
+
+def test_a_bad_image_fails_the_run_by_name_and_skip_reports_it(caltech_tree, tmp_path):
+    root = f"data.root={caltech_tree.root}"
+    failed = _prepare(tmp_path / "error", "data=caltech256", root)
+    assert failed.returncode != 0
+    assert "056.dog/056_0009.jpg" in failed.stderr
+    assert "truncated" in failed.stderr
+    assert not list((tmp_path / "error" / "outputs" / "prepare" / "runs").glob("*/split_manifest.csv"))
+
+    skipped = _prepare(tmp_path / "skip", "data=caltech256", root, "data.bad_images=skip")
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    assert "bad images (dropped): 2" in skipped.stdout
+    assert "056.dog/056_0009.jpg: decode_jpeg: Image is incomplete or truncated" in skipped.stdout
+    assert "257.clutter/257_0007.jpg: empty file (0 bytes)" in skipped.stdout
+    assert "198.spider/RENAME2: not an image file" in skipped.stdout
+    assert "198.spider/198_0001.jpg = 198.spider/198_0008.jpg" in skipped.stdout
+    rows = (_run_dir(tmp_path / "skip") / "split_manifest.csv").read_text().splitlines()
+    assert len(rows) == 1 + 32
