@@ -105,6 +105,8 @@ def test_metric_and_render_arguments(model):
         ValueError, match=r"map of layer 'layer4' has shape \(2, 32, 32\); expected \(B, H, W\)"
     ):
         confidence_change(model, X, maps)
+    with pytest.raises(ValueError, match=r"targets \[10\] out of range: the model has 10 classes"):
+        confidence_change(model, X, {"layer4": torch.rand(2, 64, 64)}, [0, 10])
     with pytest.raises(ValueError, match=r"saliency of shape \(2, 32, 32\)"):
         deletion_auc(model, X, maps["layer4"])
     with pytest.raises(ValueError, match=r"steps must be >= 1, got 0"):

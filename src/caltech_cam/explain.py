@@ -63,8 +63,10 @@ def explain(
     """Write a CAM grid per image and `predictions.json` into `out_dir`; returns the per-image records."""
     get_method(method)  # an unknown method fails before any work
     paths = find_images(images)
+    # Decode every file once up front (and drop it) so that a bad one stops the run before any output.
     try:
-        pictures = [load_rgb(p) for p in paths]
+        for path in paths:
+            load_rgb(path)
     except BadImageError as exc:  # its own hint (data.bad_images=skip) is for training, not for this CLI
         raise ValueError(f"bad image {exc.path}: {exc.reason}; remove it from images=") from None
     module = load_classifier(ckpt, map_location=device)
@@ -74,7 +76,7 @@ def explain(
     out = Path(out_dir)
     records: list[dict[str, Any]] = []
     for start in range(0, len(paths), batch_size):
-        chunk = pictures[start : start + batch_size]
+        chunk = [load_rgb(p) for p in paths[start : start + batch_size]]
         x = torch.stack([transform(p) for p in chunk]).to(device)
         maps = compute_cams(module.model, x, layers, method=method)
         with torch.inference_mode():

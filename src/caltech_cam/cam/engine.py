@@ -115,8 +115,14 @@ def check_targets(targets: Tensor | Sequence[int] | None, batch: int) -> Tensor 
     return targets.long()
 
 
-def _check_range(targets: Tensor, num_classes: int) -> None:
-    # A host check: free for CPU targets; for targets already on an accelerator it is the one sync of a call.
+def check_range(targets: Tensor, num_classes: int) -> None:
+    """ValueError for class indices outside 0..num_classes-1, checked on the host for CPU targets only.
+
+    Targets already on an accelerator (labels of a batch, the engine's own argmax) are not read back: that
+    would be a host sync; an out-of-range one there trips the device's own index check in `gather` instead.
+    """
+    if targets.device.type != "cpu":
+        return
     bad = (targets < 0) | (targets >= num_classes)
     if bad.any():
         raise ValueError(
@@ -175,7 +181,7 @@ def capture(
         if wanted is None:
             chosen = logits.detach().argmax(dim=1)
         else:
-            _check_range(wanted, logits.shape[1])
+            check_range(wanted, logits.shape[1])
             chosen = wanted.to(logits.device, non_blocking=True)
         grads = None
         if gradients:
@@ -212,11 +218,13 @@ def postprocess(raw: Tensor, size: tuple[int, int], *, normalize: bool = True) -
     0 instead of interpolation round-off stretched to [0, 1]; the final scaling is needed because bilinear
     samples need not hit the extremes. Both are affine, so the result is that of a single scaling otherwise.
     """
-    maps = F.relu(raw)
-    if normalize:
-        maps = minmax(maps)
-    maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return minmax(maps) if normalize else maps
+    # Under autocast, interpolation would come back in half precision: the maps are float32 by contract.
+    with torch.autocast(device_type=raw.device.type, enabled=False):
+        maps = F.relu(raw.float())
+        if normalize:
+            maps = minmax(maps)
+        maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        return minmax(maps) if normalize else maps
 
 
 def get_method(name: str) -> Method:
@@ -254,7 +262,7 @@ def compute_cams(
     cam = get_method(method)
     out_size = _check_size(size, images)
     seen = capture(model, images, layers, targets=targets, gradients=cam.uses_gradients)
-    # Same scope as the pass: float32 under autocast, ordinary (not inference) tensors under inference_mode.
+    # Same scope as the pass: float32 math under autocast, ordinary (not inference) tensors under inference_mode.
     with (
         torch.inference_mode(False),
         torch.no_grad(),

@@ -7,16 +7,16 @@ Masking multiplies the input by the map: on a normalized input, 0 is the dataset
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
-from caltech_cam.cam.engine import check_targets, evaluating, logits_of
+from caltech_cam.cam.engine import check_range, check_targets, evaluating, logits_of
 
 
-def _probabilities(model: nn.Module, batches: Iterator[Tensor], classes: Tensor) -> Tensor:
+def _probabilities(model: nn.Module, batches: Iterable[Tensor], classes: Tensor) -> Tensor:
     """softmax(model(x))[c] for the images the iterator yields, chunk by chunk; `classes` one per image."""
     out, start = [], 0
     for chunk in batches:
@@ -33,7 +33,9 @@ def target_probabilities(
     wanted = check_targets(targets, images.shape[0])
     with evaluating(model, grad=False, device_type=images.device.type):
         logits = torch.cat([logits_of(model(c)).float() for c in images.split(chunk_size)])
-        classes = logits.argmax(dim=1) if wanted is None else wanted.to(images.device)
+        if wanted is not None:
+            check_range(wanted, logits.shape[1])
+        classes = logits.argmax(dim=1) if wanted is None else wanted.to(images.device, non_blocking=True)
         return logits.softmax(dim=1).gather(1, classes[:, None])[:, 0], classes
 
 
@@ -42,7 +44,8 @@ def average_drop(base: Tensor, masked: Tensor) -> Tensor:
 
     Y_c = softmax score of class c on the image, O_c = on the image multiplied by the map. Lower is better.
     """
-    return 100 * ((base - masked).clamp_min(0) / base).mean()
+    # Y_c can underflow to 0 for a class far from the prediction; then Y_c − O_c ≤ 0 and the term is 0.
+    return 100 * ((base - masked).clamp_min(0) / base.clamp_min(torch.finfo(base.dtype).tiny)).mean()
 
 
 def increase_in_confidence(base: Tensor, masked: Tensor) -> Tensor:
