@@ -8,7 +8,7 @@ import torch
 import torchvision
 from matplotlib.figure import Figure
 
-from caltech_cam.cam import colormap_lut, make_grid, overlay, save_png
+from caltech_cam.cam import captioned_grid, colormap_lut, make_grid, overlay, save_png
 
 
 def colour(cmap: str, value: float) -> torch.Tensor:
@@ -79,3 +79,27 @@ def test_save_png_round_trips_tensors_and_writes_figures(tmp_path):
     assert torchvision.io.read_image(str(fig_path)).shape == (4, 50, 100)  # RGBA, figsize × dpi
     with pytest.raises(ValueError, match="uint8 \\(3, H, W\\) tensor or a Figure, got Tensor"):
         save_png(picture.float(), tmp_path / "bad.png")
+
+
+def test_captioned_grid_keeps_the_tiles_and_draws_titles_and_captions():
+    b, h, w, pad = 2, 32, 32, 2
+    images = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8)
+    maps = {"layer1": torch.rand(b, h, w), "layer4": torch.rand(b, h, w)}
+    tiles, _ = make_grid(images, maps, pad=pad, figure=False)
+    captions = ["true: ak47\npred: dog", "true: cat\npred: cat"]
+    picture = captioned_grid(images, maps, captions, pad=pad)
+    assert picture.dtype == torch.uint8 and picture.shape[0] == 3 and picture.shape[2] == tiles.shape[2]
+    # Find each row of tiles in the picture: identical pixels, in order, separated by text bands.
+    rows = tiles[:, pad:].split(h + pad, dim=1)
+    tops = []
+    for row in rows:
+        hits = [y for y in range(picture.shape[1] - h) if torch.equal(picture[:, y : y + h + pad], row)]
+        assert len(hits) == 1
+        tops.append(hits[0])
+    assert 0 < tops[0] < tops[1]
+    title_band = picture[:, : tops[0]]
+    caption_band = picture[:, tops[0] + h + pad : tops[1]]
+    assert (title_band < 128).any(), "column titles are drawn"
+    assert (caption_band < 128).any(), "the first row's caption is drawn"
+    other = captioned_grid(images, maps, ["x", "y"], pad=pad)
+    assert not torch.equal(other, picture)

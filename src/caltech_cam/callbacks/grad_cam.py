@@ -127,7 +127,7 @@ class GradCAMLogger(L.Callback):
         return None
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, writer) -> None:
-        from caltech_cam.cam import capture, confidence_change, get_method, make_grid, postprocess
+        from caltech_cam.cam import captioned_grid, capture, confidence_change, get_method, postprocess
 
         images, labels = self._probe_on(trainer, pl_module.device)
         layers = self.layers or list(pl_module.cam_layers)
@@ -148,9 +148,9 @@ class GradCAMLogger(L.Callback):
         step = trainer.global_step
         style = {"captions": captions, "cmap": self.colormap, "alpha": self.alpha}
         for layer in layers:
-            grid, figure = make_grid(shown, {layer: maps[layer]}, **style)
+            grid = captioned_grid(shown, {layer: maps[layer]}, **style)
             writer.add_image(f"gradcam/{layer}", grid, step, dataformats="CHW")
-        grid, figure = make_grid(shown, maps, **style)
+        grid = captioned_grid(shown, maps, **style)
         writer.add_image("gradcam/overview", grid, step, dataformats="CHW")
         if self.faithfulness:
             scores = confidence_change(pl_module.model, images, maps, seen.targets)

@@ -10,13 +10,14 @@ from caltech_cam.cam.metrics import (
     insertion_auc,
     target_probabilities,
 )
-from caltech_cam.cam.render import colormap_lut, make_grid, overlay, save_png
+from caltech_cam.cam.render import captioned_grid, colormap_lut, make_grid, overlay, save_png
 
 __all__ = [
     "METHODS",
     "Capture",
     "Method",
     "average_drop",
+    "captioned_grid",
     "capture",
     "colormap_lut",
     "compute_cams",

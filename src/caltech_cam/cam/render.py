@@ -6,9 +6,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import torch
 import torchvision
 from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 
@@ -51,14 +53,15 @@ def make_grid(
     cmap: str = "jet",
     alpha: float = 0.5,
     pad: int = 2,
-) -> tuple[Tensor, Figure]:
+    figure: bool = True,
+) -> tuple[Tensor, Figure | None]:
     """Rows = images, columns = the input then one overlay per layer.
 
     `images` uint8 (B, 3, H, W); `maps` layer -> (B, H, W) in [0, 1]; `captions` one line per row (e.g. true and
     predicted class names); `layer_names` picks and orders the columns (default: the order of `maps`).
     Returns a uint8 (3, H', W') tensor with white `pad`-pixel gutters (for TensorBoard `add_image`) and a
     matplotlib Figure of the same tiles with column titles and row captions (not attached to pyplot: the
-    caller saves or closes it).
+    caller saves or closes it), or None with `figure=False` (the Figure costs far more than the tensor).
     """
     names = list(maps) if layer_names is None else list(layer_names)
     missing = [name for name in names if name not in maps]
@@ -73,8 +76,10 @@ def make_grid(
     grid = padded.permute(2, 0, 3, 1, 4).reshape(3, batch * (height + pad), len(columns) * (width + pad))
     grid = torch.nn.functional.pad(grid, (pad, 0, pad, 0), value=255)
 
-    figure = Figure(figsize=(2.2 * len(columns), 2.3 * batch), layout="constrained")
-    axes = figure.subplots(batch, len(columns), squeeze=False)
+    if not figure:
+        return grid, None
+    fig = Figure(figsize=(2.2 * len(columns), 2.3 * batch), layout="constrained")
+    axes = fig.subplots(batch, len(columns), squeeze=False)
     titles = ["input", *names]
     for row in range(batch):
         for col, ax in enumerate(axes[row]):
@@ -85,7 +90,40 @@ def make_grid(
                 ax.set_title(titles[col], fontsize=9)
         if captions is not None:
             axes[row, 0].set_ylabel(captions[row], fontsize=8)
-    return grid, figure
+    return grid, fig
+
+
+def captioned_grid(
+    images: Tensor,
+    maps: Mapping[str, Tensor],
+    captions: Sequence[str],
+    layer_names: Sequence[str] | None = None,
+    *,
+    cmap: str = "jet",
+    alpha: float = 0.5,
+    pad: int = 2,
+) -> Tensor:
+    """`make_grid`'s tiles with the column titles above and each row's caption (may hold newlines) under its row,
+    drawn into the picture itself: a uint8 (3, H', W') tensor for TensorBoard `add_image`, no Figure needed."""
+    names = list(maps) if layer_names is None else list(layer_names)
+    tiles, _ = make_grid(images, maps, captions, names, cmap=cmap, alpha=alpha, pad=pad, figure=False)
+    batch, _, height, _ = images.shape
+    font = ImageFont.load_default(size=max(9, min(16, height // 8)))
+    line = font.getbbox("Ag")[3] + 2
+    lines = max(caption.count("\n") + 1 for caption in captions)
+    band = lines * line + pad
+    row = height + pad
+    canvas = Image.new("RGB", (tiles.shape[2], line + pad + batch * (row + band)), "white")
+    draw = ImageDraw.Draw(canvas)
+    tile_width = (tiles.shape[2] - pad) // (len(names) + 1)
+    for col, title in enumerate(["input", *names]):
+        draw.text((pad + col * tile_width, 1), title, fill="black", font=font)
+    strips = tiles[:, pad:].split(row, dim=1)
+    for r, strip in enumerate(strips):
+        top = line + pad + r * (row + band)
+        canvas.paste(Image.fromarray(strip.permute(1, 2, 0).cpu().numpy()), (0, top))
+        draw.multiline_text((pad, top + row), captions[r], fill="black", font=font, spacing=2)
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).to(tiles.device)
 
 
 def save_png(picture: Tensor | Figure, path: str | Path, *, dpi: int = 100) -> Path:
