@@ -71,7 +71,7 @@ def test_explain_writes_grids_and_top5_predictions(workspace):
     out = workspace / "out"
     done = run_explain(
         workspace,
-        f"ckpt={workspace / 'model.ckpt'}",
+        f"ckpt_path={workspace / 'model.ckpt'}",
         "images=[pictures,gray.jpg]",
         "method=layercam",
         "layers=[layer3,layer4]",
@@ -116,7 +116,7 @@ def test_explain_writes_grids_and_top5_predictions(workspace):
 )
 def test_explain_stops_on_a_bad_image_naming_it(workspace, images, message):
     out = workspace / "never"
-    done = run_explain(workspace, f"ckpt={workspace / 'model.ckpt'}", images, f"out_dir={out}")
+    done = run_explain(workspace, f"ckpt_path={workspace / 'model.ckpt'}", images, f"out_dir={out}")
     assert done.returncode != 0
     assert message in done.stderr
     assert not out.exists()  # nothing written before the inputs were checked

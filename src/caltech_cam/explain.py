@@ -1,4 +1,4 @@
-"""`python -m caltech_cam.explain ckpt=PATH images=[a.jpg,some/dir] [method=gradcam] [layers=[...]]`.
+"""`python -m caltech_cam.explain ckpt_path=PATH images=[a.jpg,some/dir] [method=gradcam] [layers=[...]]`.
 
 Loads a `train` checkpoint, applies the model's evaluation preset to each image, and writes into `out_dir`
 one PNG grid per image (the input as the model sees it, then one CAM overlay per layer, the top prediction in
@@ -118,7 +118,7 @@ def main(cfg: DictConfig) -> None:
     images = list(cfg.images) if isinstance(cfg.images, ListConfig) else [cfg.images]
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     records = explain(
-        cfg.ckpt,
+        cfg.ckpt_path,
         images,
         cfg.out_dir,
         method=cfg.method,
