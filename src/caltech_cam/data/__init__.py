@@ -1,0 +1,47 @@
+"""The data half: index a Caltech-layout folder, decode-check it, split it, and serve preset-transformed batches."""
+
+from caltech_cam.data.check import FileCheck, check_images
+from caltech_cam.data.datamodule import CaltechDataModule, CaltechDataset
+from caltech_cam.data.decode import MAX_PIXELS, BadImageError, decode_rgb, load_rgb
+from caltech_cam.data.index import DatasetIndex, DatasetNotFoundError, ImageFile, Skipped, index_root
+from caltech_cam.data.presets import PRESET_NAMES, Preset, make_preset
+from caltech_cam.data.report import format_summary
+from caltech_cam.data.splits import (
+    MANIFEST_NAME,
+    ManifestRow,
+    SplitConfig,
+    make_split,
+    read_manifest,
+    write_manifest,
+)
+from caltech_cam.data.synthetic import SyntheticInfo, ensure_synthetic, generate_synthetic, load_synthetic
+
+__all__ = [
+    "MANIFEST_NAME",
+    "MAX_PIXELS",
+    "PRESET_NAMES",
+    "BadImageError",
+    "CaltechDataModule",
+    "CaltechDataset",
+    "DatasetIndex",
+    "DatasetNotFoundError",
+    "FileCheck",
+    "ImageFile",
+    "ManifestRow",
+    "Preset",
+    "Skipped",
+    "SplitConfig",
+    "SyntheticInfo",
+    "check_images",
+    "decode_rgb",
+    "ensure_synthetic",
+    "format_summary",
+    "generate_synthetic",
+    "index_root",
+    "load_rgb",
+    "load_synthetic",
+    "make_preset",
+    "make_split",
+    "read_manifest",
+    "write_manifest",
+]

@@ -1,0 +1,155 @@
+"""The index-time decode check: every file is hashed and decoded once, so a bad file never surfaces mid-epoch.
+
+Results are cached in a small TSV keyed by (path, size, mtime): a later run over an unchanged root neither
+re-reads nor re-decodes anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from caltech_cam.data.decode import MAX_PIXELS, BadImageError, decode_rgb
+from caltech_cam.data.index import DatasetIndex
+
+log = logging.getLogger(__name__)
+
+BAD_IMAGE_POLICIES = ("error", "skip")
+_CACHE_HEADER = ("path", "size", "mtime_ns", "sha1", "error")
+_CACHE_VERSION = "# caltech_cam decode-check v1"
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """The content hash of one file and the decoder's complaint (``None`` when it decodes)."""
+
+    sha1: str
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    size: int
+    mtime_ns: int
+
+
+def cache_file_for(cache_dir: str | Path, root: Path, max_pixels: int = MAX_PIXELS) -> Path:
+    """One cache file per dataset root (and decode limit), named by a hash of the root's absolute path."""
+    key = hashlib.sha1(f"{root.resolve()}|{max_pixels}".encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"decode-check-{key}.tsv"
+
+
+def check_file(path: Path, max_pixels: int = MAX_PIXELS) -> FileCheck:
+    """Hash and fully decode one file."""
+    data = path.read_bytes()
+    digest = hashlib.sha1(data).hexdigest()
+    try:
+        decode_rgb(data, path, max_pixels=max_pixels)
+    except BadImageError as exc:
+        return FileCheck(digest, exc.reason)
+    return FileCheck(digest)
+
+
+def check_images(
+    index: DatasetIndex,
+    *,
+    cache_file: str | Path | None = None,
+    num_threads: int = 1,
+    progress: bool = False,
+    max_pixels: int = MAX_PIXELS,
+) -> dict[str, FileCheck]:
+    """Hash and decode every indexed file (cached ones whose size and mtime are unchanged are trusted).
+
+    Returns relative path -> :class:`FileCheck`. Decoding runs on ``num_threads`` threads: torchvision's
+    decoders release the GIL, so threads scale without pickling anything.
+    """
+    stamps = {f.path: _stamp(index.abspath(f.path)) for f in index.files}
+    cached = _read_cache(Path(cache_file)) if cache_file else {}
+    results: dict[str, FileCheck] = {}
+    todo: list[str] = []
+    for path, stamp in stamps.items():
+        hit = cached.get(path)
+        if hit is not None and hit[0] == stamp:
+            results[path] = hit[1]
+        else:
+            todo.append(path)
+
+    if todo:
+        log.info(
+            "decode-checking %d of %d images (%d cached)", len(todo), len(stamps), len(stamps) - len(todo)
+        )
+        with ThreadPoolExecutor(max(1, num_threads)) as pool:
+            checks = pool.map(lambda p: check_file(index.abspath(p), max_pixels), todo)
+            for path, result in zip(todo, _track(checks, len(todo), progress), strict=True):
+                results[path] = result
+        if cache_file:
+            _write_cache(Path(cache_file), {p: (stamps[p], results[p]) for p in stamps})
+    return {f.path: results[f.path] for f in index.files}
+
+
+def bad_images(checks: dict[str, FileCheck]) -> list[tuple[str, str]]:
+    """(relative path, decoder message) of every file that failed to decode, in index order."""
+    return [(path, check.error) for path, check in checks.items() if check.error is not None]
+
+
+def enforce_policy(index: DatasetIndex, checks: dict[str, FileCheck], policy: str) -> list[tuple[str, str]]:
+    """Apply ``data.bad_images``: ``error`` raises :class:`BadImageError` naming every bad file; ``skip``
+    returns them (the caller drops them and reports them)."""
+    if policy not in BAD_IMAGE_POLICIES:
+        raise ValueError(f"data.bad_images must be one of {BAD_IMAGE_POLICIES}, got {policy!r}")
+    bad = bad_images(checks)
+    if bad and policy == "error":
+        raise BadImageError(
+            index.abspath(bad[0][0]), bad[0][1], others=[(index.abspath(p), r) for p, r in bad[1:]]
+        )
+    return bad
+
+
+def _stamp(path: Path) -> _Stamp:
+    st = path.stat()
+    return _Stamp(st.st_size, st.st_mtime_ns)
+
+
+def _track(items: Iterable[FileCheck], total: int, progress: bool) -> Iterable[FileCheck]:
+    if not progress:
+        return items
+    from rich.progress import track
+
+    return track(items, total=total, description=f"decode-check {total} images")
+
+
+def _read_cache(path: Path) -> dict[str, tuple[_Stamp, FileCheck]]:
+    if not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        if fh.readline().strip() != _CACHE_VERSION:
+            return {}  # an older format: ignore it, it gets rewritten
+        rows = csv.DictReader(fh, delimiter="\t")
+        return {
+            r["path"]: (_Stamp(int(r["size"]), int(r["mtime_ns"])), FileCheck(r["sha1"], r["error"] or None))
+            for r in rows
+        }
+
+
+def _write_cache(path: Path, entries: dict[str, tuple[_Stamp, FileCheck]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename: a run killed mid-write, or two ranks writing at once, never leave a torn file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        fh.write(_CACHE_VERSION + "\n")
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        writer.writerow(_CACHE_HEADER)
+        for rel, (stamp, check) in entries.items():
+            writer.writerow([rel, stamp.size, stamp.mtime_ns, check.sha1, check.error or ""])
+    os.replace(tmp, path)

@@ -1,0 +1,201 @@
+"""Stratified, seeded, leakage-guarded train/val/test splits and the manifest file that records them."""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from caltech_cam.data.index import ImageFile
+
+SPLITS = ("train", "val", "test")
+SPLIT_MODES = ("fractions", "per_class")
+MANIFEST_COLUMNS = ("path", "label", "split", "sha1")
+MANIFEST_NAME = "split_manifest.csv"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """``fractions``: each class split train/val/test by these shares (the original study: 0.7/0.15/0.15).
+    ``per_class``: Caltech-256-60 -- ``train_per_class`` training images per class, ``val_fraction`` of the
+    rest for validation, the remainder for test."""
+
+    mode: str = "fractions"
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    train_per_class: int = 60
+    val_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.mode not in SPLIT_MODES:
+            raise ValueError(f"data.split.mode must be one of {SPLIT_MODES}, got {self.mode!r}")
+        if len(self.fractions) != 3 or any(f < 0 for f in self.fractions):
+            raise ValueError(
+                f"data.split.fractions must be 3 non-negative numbers, got {list(self.fractions)}"
+            )
+        if not math.isclose(sum(self.fractions), 1.0, abs_tol=1e-6):
+            raise ValueError(f"data.split.fractions must sum to 1, got {list(self.fractions)}")
+        if self.train_per_class < 1:
+            raise ValueError(f"data.split.train_per_class must be >= 1, got {self.train_per_class}")
+        if not 0.0 <= self.val_fraction <= 1.0:
+            raise ValueError(f"data.split.val_fraction must be in [0, 1], got {self.val_fraction}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> SplitConfig:
+        values = dict(values or {})
+        unknown = set(values) - {"mode", "fractions", "train_per_class", "val_fraction"}
+        if unknown:
+            raise ValueError(f"unknown data.split keys: {sorted(unknown)}")
+        if "fractions" in values:
+            values["fractions"] = tuple(float(f) for f in values["fractions"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    path: str
+    label: int
+    split: str
+    sha1: str
+
+
+def apportion(n: int, shares: Sequence[float]) -> list[int]:
+    """Split ``n`` items by ``shares`` with the largest-remainder method: floors of n*share, then the leftover
+    items go to the largest fractional parts (ties: earlier share first). Always sums to ``n``.
+    E.g. n=12, (0.7, 0.15, 0.15): quotas 8.4/1.8/1.8 -> 8/2/2."""
+    quotas = [round(n * s, 9) for s in shares]  # 9 decimals: 0.29*100 must be 29, not 28.999...
+    counts = [math.floor(q) for q in quotas]
+    order = sorted(range(len(shares)), key=lambda i: (-(quotas[i] - counts[i]), i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def duplicate_groups(files: Sequence[ImageFile], hashes: Mapping[str, str]) -> list[list[str]]:
+    """Groups (>= 2 paths) of files with identical content, each sorted, in order of their first path."""
+    by_hash: dict[str, list[str]] = defaultdict(list)
+    for f in files:
+        by_hash[hashes[f.path]].append(f.path)
+    return sorted((sorted(g) for g in by_hash.values() if len(g) > 1), key=lambda g: g[0])
+
+
+def make_split(
+    files: Sequence[ImageFile],
+    hashes: Mapping[str, str],
+    config: SplitConfig,
+    seed: int,
+    class_dirs: Sequence[str],
+) -> list[ManifestRow]:
+    """Assign every file to train/val/test.
+
+    Leakage guard: files with identical content (same sha1) form one unit that lands in one split; a unit
+    spanning classes belongs to its lowest label. Per class, units are sorted by path, shuffled with an RNG
+    seeded by (seed, class folder) -- so one class's split does not depend on the others -- and laid end to
+    end; a unit goes to the split whose target range (from :func:`apportion`) holds its first file. With no
+    duplicates the per-class counts are exact; a duplicate group can shift a boundary by its size - 1.
+    """
+    units: dict[str, list[ImageFile]] = defaultdict(list)
+    for f in files:
+        units[hashes[f.path]].append(f)
+    per_class: dict[int, list[list[ImageFile]]] = defaultdict(list)
+    for members in units.values():
+        per_class[min(m.label for m in members)].append(sorted(members, key=lambda m: m.path))
+
+    split_of: dict[str, str] = {}
+    for label in sorted(per_class):
+        class_units = sorted(per_class[label], key=lambda u: u[0].path)
+        random.Random(f"caltech_cam/{seed}/{class_dirs[label]}").shuffle(class_units)
+        n = sum(len(u) for u in class_units)
+        n_train, n_val, _ = _targets(n, config, class_dirs[label])
+        start = 0
+        for unit in class_units:
+            split = "train" if start < n_train else "val" if start < n_train + n_val else "test"
+            split_of.update((m.path, split) for m in unit)
+            start += len(unit)
+    return [ManifestRow(f.path, f.label, split_of[f.path], hashes[f.path]) for f in files]
+
+
+def _targets(n: int, config: SplitConfig, class_dir: str) -> list[int]:
+    if config.mode == "fractions":
+        return apportion(n, config.fractions)
+    if n <= config.train_per_class:
+        raise ValueError(
+            f"class {class_dir} has {n} usable images, not more than data.split.train_per_class="
+            f"{config.train_per_class} (nothing would be left to evaluate); lower train_per_class "
+            "or use data.split.mode=fractions"
+        )
+    val, test = apportion(n - config.train_per_class, (config.val_fraction, 1.0 - config.val_fraction))
+    return [config.train_per_class, val, test]
+
+
+def write_manifest(rows: Sequence[ManifestRow], path: str | Path) -> Path:
+    """CSV with header ``path,label,split,sha1``; paths relative to the folder holding the class folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows((r.path, r.label, r.split, r.sha1) for r in rows)
+    return path
+
+
+def read_manifest(path: str | Path) -> list[ManifestRow]:
+    """Read a manifest written by :func:`write_manifest`, validating its header and values."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.split_file not found: {path}")
+    rows: list[ManifestRow] = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = tuple(next(reader, ()))
+        if header != MANIFEST_COLUMNS:
+            raise ValueError(f"{path}: header must be {','.join(MANIFEST_COLUMNS)}, got {','.join(header)!r}")
+        for line, values in enumerate(reader, start=2):
+            if len(values) != len(MANIFEST_COLUMNS) or values[2] not in SPLITS or not values[1].isdigit():
+                raise ValueError(f"{path}:{line}: expected path,label(int),split({'|'.join(SPLITS)}),sha1")
+            rows.append(ManifestRow(values[0], int(values[1]), values[2], values[3]))
+    return rows
+
+
+def validate_manifest(
+    rows: Sequence[ManifestRow], files: Sequence[ImageFile], hashes: Mapping[str, str], source: str | Path
+) -> list[str]:
+    """Check a reused split against the current index; raise ``ValueError`` naming every mismatch.
+
+    Errors: a listed file missing from the root (or no longer a usable image), a label or content hash that
+    differs (the file or the class order changed), a path listed twice. Returns warnings: files in the root
+    that the split does not list (not used), identical content in different splits.
+    """
+    current = {f.path: f for f in files}
+    problems: list[str] = []
+    missing = [r.path for r in rows if r.path not in current]
+    if missing:
+        problems.append(f"{len(missing)} listed file(s) are missing or unusable: " + ", ".join(missing[:20]))
+    changed = [r.path for r in rows if r.path in current and r.label != current[r.path].label]
+    if changed:
+        problems.append(f"{len(changed)} file(s) have another label now: " + ", ".join(changed[:20]))
+    edited = [r.path for r in rows if r.path in current and r.sha1 != hashes[r.path]]
+    if edited:
+        problems.append(f"{len(edited)} file(s) changed content: " + ", ".join(edited[:20]))
+    listed = Counter(r.path for r in rows)
+    twice = sorted(p for p, n in listed.items() if n > 1)
+    if twice:
+        problems.append("listed more than once: " + ", ".join(twice[:20]))
+    if problems:
+        raise ValueError(f"data.split_file {source} does not match the data:\n  " + "\n  ".join(problems))
+
+    warnings: list[str] = []
+    unlisted = sorted(set(current) - set(listed))
+    if unlisted:
+        warnings.append(f"{len(unlisted)} file(s) in the root are not in the split file (not used)")
+    splits_of_hash: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        splits_of_hash[r.sha1].add(r.split)
+    leaking = sum(1 for s in splits_of_hash.values() if len(s) > 1)
+    if leaking:
+        warnings.append(f"the split file puts identical content in different splits ({leaking} group(s))")
+    return warnings
