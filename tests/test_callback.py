@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -79,7 +81,7 @@ def test_fit_logs_each_layer_and_overview_at_every_validation(tmp_path, syntheti
     assert overview.width > per_layer.width and overview.height == per_layer.height
     pictures = {layer: events.Images(f"gradcam/{layer}")[-1].encoded_image_string for layer in layers}
     assert len(set(pictures.values())) == len(layers), "per-layer grids should differ"
-    for name in ("average_drop", "increase_confidence"):
+    for name in ("average_drop", "increase_in_confidence"):
         for layer in layers:
             values = [s.value for s in events.Scalars(f"gradcam/{name}/{layer}")]
             assert len(values) == 2 and all(0.0 <= v <= 100.0 for v in values)
@@ -93,7 +95,7 @@ def test_validate_path_runs_under_inference_mode(tmp_path, synthetic_root):
 
     cfg = compose_train(tiny_overrides(synthetic_root, tmp_path))
     cfg.paths.output_dir = str(tmp_path / "v")
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule)
     logger = TensorBoardLogger(str(tmp_path / "v"), name="", version="")
     trainer = L.Trainer(
@@ -117,7 +119,7 @@ def _fit_weights(tmp_path: Path, root: Path, callbacks: list, name: str) -> dict
     cfg = compose_train(tiny_overrides(root, tmp_path))
     cfg.paths.output_dir = str(tmp_path / name)
     L.seed_everything(0, workers=True)
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -160,20 +162,81 @@ def test_broken_layer_name_strict_raises_lenient_warns_once(tmp_path, synthetic_
     assert "val/acc_top1" in results["fit"]
 
 
-def test_frozen_backbone_and_bf16_autocast(tmp_path, synthetic_root):
-    _results, out = run_train(
-        tmp_path,
-        synthetic_root,
-        "trainer.max_epochs=1",
-        "test=false",
-        "model.freeze_backbone_epochs=1",
-        "trainer.precision=bf16-mixed",
+def test_bf16_autocast(tmp_path, synthetic_root):
+    _, out = run_train(
+        tmp_path, synthetic_root, "trainer.max_epochs=1", "test=false", "trainer.precision=bf16-mixed"
     )
     (events,) = events_of(out / "tensorboard")
     assert len(events.Images("gradcam/overview")) == 1
+    drops = [s.value for s in events.Scalars("gradcam/average_drop/layer4")]
+    assert len(drops) == 1 and 0.0 <= drops[0] <= 100.0
 
 
-def test_two_process_ddp_only_rank_zero_writes_images(tmp_path, synthetic_root):
+def test_inception_v3_stages(tmp_path, synthetic_root):
+    _, out = run_train(tmp_path, synthetic_root, "trainer.max_epochs=1", "test=false", model="inception_v3")
+    (events,) = events_of(out / "tensorboard")
+    assert sorted(events.Tags()["images"]) == [
+        "gradcam/Mixed_5d",
+        "gradcam/Mixed_6e",
+        "gradcam/Mixed_7c",
+        "gradcam/overview",
+    ]
+
+
+class _Snapshots(L.Callback):
+    def __init__(self) -> None:
+        self.states: list[dict[str, torch.Tensor]] = []
+        self.bn_training: list[bool] = []
+
+    def _snap(self, pl_module) -> None:
+        self.states.append({k: v.detach().clone() for k, v in pl_module.model.state_dict().items()})
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._snap(pl_module)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.bn_training.append(pl_module.model.bn1.training)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._snap(pl_module)
+
+
+def test_frozen_backbone_stays_fixed_then_thaws_with_the_callback_on(tmp_path, synthetic_root):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from caltech_cam.build import build_datamodule, build_module
+
+    cfg = compose_train([*tiny_overrides(synthetic_root, tmp_path), "model.freeze_backbone_epochs=1"])
+    cfg.paths.output_dir = str(tmp_path / "f")
+    datamodule = build_datamodule(cfg.data)
+    module = build_module(cfg, datamodule)
+    snapshots = _Snapshots()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=TensorBoardLogger(str(tmp_path / "f"), name="", version=""),
+        callbacks=[GradCAMLogger(num_images=3, strict=True), snapshots],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    start, after_frozen, after_thawed = snapshots.states
+    backbone = [k for k in start if not module.spec.is_head(k)]
+    head = [k for k in start if module.spec.is_head(k)]
+    assert all(torch.equal(start[k], after_frozen[k]) for k in backbone), (
+        "backbone (weights and BN stats) frozen"
+    )
+    assert any(not torch.equal(start[k], after_frozen[k]) for k in head), "the head learns meanwhile"
+    assert not torch.equal(after_frozen["layer1.0.conv1.weight"], after_thawed["layer1.0.conv1.weight"])
+    assert not torch.equal(after_frozen["bn1.running_mean"], after_thawed["bn1.running_mean"])
+    assert snapshots.bn_training == [False, True]
+    assert len(events_of(tmp_path / "f")[0].Images("gradcam/overview")) == 2
+
+
+def test_two_process_ddp_only_rank_zero_computes_and_writes(tmp_path, synthetic_root):
+    record = tmp_path / "record"
+    repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
         [
             sys.executable,
@@ -183,13 +246,18 @@ def test_two_process_ddp_only_rank_zero_writes_images(tmp_path, synthetic_root):
             "trainer=ddp_cpu",
             "trainer.max_epochs=3",
             "test=false",
+            "callbacks.grad_cam._target_=tests.recording.RecordingGradCAMLogger",
+            f"+callbacks.grad_cam.record_dir={record}",
         ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
+    marks = sorted(p.name for p in record.iterdir())
+    assert len(marks) == 3 and all(m.startswith("rank0-") for m in marks), marks
     (run,) = run_dirs(tmp_path)
     with_images = [e for e in events_of(run) if e.Tags()["images"]]
     assert len(with_images) == 1

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from caltech_cam.data import CaltechDataModule
-from caltech_cam.models import MODEL_SPECS
+from caltech_cam.models import get_spec
 from caltech_cam.module import ClassifierModule
 
 log = logging.getLogger(__name__)
@@ -25,9 +28,21 @@ def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def build_datamodule(cfg: DictConfig) -> CaltechDataModule:
-    """Instantiate `cfg.data`, then index, check and split it so that `num_classes` and class names are known."""
-    datamodule: CaltechDataModule = instantiate(cfg.data, _recursive_=False, _convert_="all")
+def check_model_config(cfg: DictConfig) -> None:
+    """Refuse an unknown model or a preset it cannot take before any data is touched (indexing 30k files)."""
+    spec = get_spec(cfg.model.model_name)
+    preset = cfg.data.preset
+    if preset not in spec.allowed_presets:
+        raise ValueError(
+            f"Model {spec.name!r} cannot take preset {preset!r} (data.preset); "
+            f"expected one of {list(spec.allowed_presets)}."
+        )
+
+
+def build_datamodule(data: DictConfig) -> CaltechDataModule:
+    """Instantiate a `data` config node, then index, check and split it so that `num_classes` and class names are
+    known."""
+    datamodule: CaltechDataModule = instantiate(data, _recursive_=False, _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -36,9 +51,6 @@ def build_datamodule(cfg: DictConfig) -> CaltechDataModule:
 def build_module(cfg: DictConfig, datamodule: CaltechDataModule) -> ClassifierModule:
     """The LightningModule for `cfg.model`, sized by the data and fed by its preset."""
     model_cfg = plain(cfg.model)
-    name = model_cfg.get("model_name")
-    if name not in MODEL_SPECS:
-        raise ValueError(f"Unknown model {name!r}; expected one of {sorted(MODEL_SPECS)} (model=<name>).")
     num_classes = model_cfg.get("num_classes")
     if num_classes is not None and num_classes != datamodule.num_classes:
         raise ValueError(
@@ -86,4 +98,34 @@ def build_loggers(cfg: DictConfig | None) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Any]) -> L.Trainer:
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+    )
+
+
+def training_run_dir(ckpt_path: Path) -> Path | None:
+    """`<run dir>` for `<run dir>/checkpoints/x.ckpt` when it holds the run's Hydra config."""
+    run = ckpt_path.resolve().parent.parent
+    return run if (run / ".hydra" / "config.yaml").is_file() else None
+
+
+def numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numeric entries of a Lightning metrics dict as plain floats, sorted by name."""
+    return {k: float(v) for k, v in sorted(metrics.items()) if isinstance(v, (int, float, Tensor))}
+
+
+def write_results(results: dict[str, Any], output_dir: Path, stages: tuple[str, ...]) -> None:
+    """`<output_dir>/metrics.json`, and the val/test numbers of `stages` printed for the user."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=str))
+    lines = [f"Run directory: {output_dir}"]
+    for stage in stages:
+        for key, value in results.get(stage, {}).items():
+            if key.startswith(("val/", "test/")):
+                lines.append(f"  {key:<22} {value:.4f}")
+    if results.get("best_checkpoint") is not None:
+        lines.append(f"  best checkpoint: {results['best_checkpoint'] or '(none)'}")
+    print("\n".join(lines), flush=True)

@@ -16,4 +16,3 @@ def config_dir() -> Path:
         f"caltech_cam's Hydra configs were not found next to the package ({_PACKAGE_DIR / 'conf'}) "
         f"nor in the source tree ({_PACKAGE_DIR.parents[1] / 'conf'}); reinstall the package."
     )
-

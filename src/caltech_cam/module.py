@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from caltech_cam.data.presets import Preset, make_preset
 from caltech_cam.metrics import MeanClassAccuracy
-from caltech_cam.models import MODEL_SPECS, build_model
+from caltech_cam.models import build_model, get_spec
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,7 @@ class ClassifierModule(L.LightningModule):
         monitor: str = "val/acc_top1",
     ) -> None:
         super().__init__()
-        if model_name not in MODEL_SPECS:
-            raise ValueError(f"Unknown model {model_name!r}; expected one of {sorted(MODEL_SPECS)}.")
-        spec = MODEL_SPECS[model_name]
+        spec = get_spec(model_name)
         preset = dict(preset or {"name": spec.preset})
         if preset["name"] not in spec.allowed_presets:
             raise ValueError(
@@ -134,7 +132,7 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, logits, y = self._step(batch)
         self.train_metrics.update(logits.detach(), y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=y.shape[0])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=y.shape[0])
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=y.shape[0])
         return loss
 
@@ -155,14 +153,11 @@ class ClassifierModule(L.LightningModule):
         return self(x).softmax(dim=-1)
 
     # ----------------------------------------------------------------------------------------- optimisation
-    def _is_head(self, name: str) -> bool:
-        return any(name == p or name.startswith(p + ".") for p in self.spec.head_prefixes)
-
     def backbone_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.model.named_parameters() if not self._is_head(n)]
+        return [p for n, p in self.model.named_parameters() if not self.spec.is_head(n)]
 
     def head_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.model.named_parameters() if self._is_head(n)]
+        return [p for n, p in self.model.named_parameters() if self.spec.is_head(n)]
 
     def configure_optimizers(self) -> Any:
         cfg = dict(self.hparams.optimizer or DEFAULT_OPTIMIZER)
@@ -183,7 +178,12 @@ class ClassifierModule(L.LightningModule):
         sched_cfg = dict(self.hparams.scheduler)
         interval = sched_cfg.pop("interval", "epoch")
         sched_cfg["_partial_"] = True
-        scheduler = instantiate(sched_cfg)(optimizer=optimizer)
+        if sched_cfg["_target_"].endswith("OneCycleLR"):
+            # One peak per parameter group (keeps backbone_lr_mult), over the whole run unless given.
+            sched_cfg["max_lr"] = [group["lr"] for group in optimizer.param_groups]
+            if sched_cfg.get("total_steps") is None:
+                sched_cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(sched_cfg, _convert_="all")(optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": self.hparams.monitor},
@@ -193,12 +193,13 @@ class ClassifierModule(L.LightningModule):
         return self.current_epoch < self.hparams.freeze_backbone_epochs
 
     def on_train_epoch_start(self) -> None:
-        if self._backbone_frozen():
-            # Frozen backbone keeps its BatchNorm statistics too.
+        frozen = self._backbone_frozen()
+        if self.hparams.freeze_backbone_epochs:
+            # A frozen backbone keeps its BatchNorm statistics too; they learn again once it thaws.
             for name, module in self.model.named_modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not self._is_head(name):
-                    module.eval()
-            if self.current_epoch == 0:
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not self.spec.is_head(name):
+                    module.train(not frozen)
+            if frozen and self.current_epoch == 0:
                 log.info("Backbone frozen for the first %d epoch(s).", self.hparams.freeze_backbone_epochs)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

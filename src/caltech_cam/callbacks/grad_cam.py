@@ -45,7 +45,7 @@ class GradCAMLogger(L.Callback):
 
     - `gradcam/<layer>`: the probe images with that layer's overlay, captioned true / predicted class;
     - `gradcam/overview`: rows = images, columns = input then each layer (the study's figure of ResNet stages);
-    - `gradcam/average_drop/<layer>` and `gradcam/increase_confidence/<layer>`: faithfulness on the probe.
+    - `gradcam/average_drop/<layer>` and `gradcam/increase_in_confidence/<layer>`: faithfulness on the probe.
 
     Other ranks return at once (no collectives inside, so no rank waits on another). The maps come from one engine
     call on the unwrapped `pl_module.model`, which leaves weights, `.grad`, BatchNorm statistics, RNG and module
@@ -127,18 +127,14 @@ class GradCAMLogger(L.Callback):
         return None
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, writer) -> None:
-        from caltech_cam.cam import captioned_grid, capture, confidence_change, get_method, postprocess
+        from caltech_cam.cam import cams_from_capture, captioned_grid, capture, confidence_change, get_method
 
         images, labels = self._probe_on(trainer, pl_module.device)
         layers = self.layers or list(pl_module.cam_layers)
         method = get_method(self.method)
         # One engine pass for every layer; its targets are the predicted classes, which the captions show.
         seen = capture(pl_module.model, images, layers, gradients=method.uses_gradients)
-        size = (images.shape[-2], images.shape[-1])
-        maps = {
-            name: postprocess(method(acts, seen.gradients[name] if seen.gradients else None), size)
-            for name, acts in seen.activations.items()
-        }
+        maps = cams_from_capture(seen, method, (images.shape[-2], images.shape[-1]))
         names = pl_module.class_names
         captions = [
             f"true: {names[t]} / pred: {names[p]}"
@@ -157,6 +153,6 @@ class GradCAMLogger(L.Callback):
             for layer, values in scores.items():
                 writer.add_scalar(f"gradcam/average_drop/{layer}", float(values["average_drop"]), step)
                 writer.add_scalar(
-                    f"gradcam/increase_confidence/{layer}", float(values["increase_in_confidence"]), step
+                    f"gradcam/increase_in_confidence/{layer}", float(values["increase_in_confidence"]), step
                 )
         writer.flush()

@@ -1,6 +1,14 @@
 """Grad-CAM and relatives for every layer in one pass, their rendering and their faithfulness metrics."""
 
-from caltech_cam.cam.engine import Capture, capture, compute_cams, get_method, minmax, postprocess
+from caltech_cam.cam.engine import (
+    Capture,
+    cams_from_capture,
+    capture,
+    compute_cams,
+    get_method,
+    minmax,
+    postprocess,
+)
 from caltech_cam.cam.methods import METHODS, Method, register
 from caltech_cam.cam.metrics import (
     average_drop,
@@ -17,6 +25,7 @@ __all__ = [
     "Capture",
     "Method",
     "average_drop",
+    "cams_from_capture",
     "captioned_grid",
     "capture",
     "colormap_lut",

@@ -262,16 +262,26 @@ def compute_cams(
     cam = get_method(method)
     out_size = _check_size(size, images)
     seen = capture(model, images, layers, targets=targets, gradients=cam.uses_gradients)
+    return cams_from_capture(seen, cam, out_size, normalize=normalize)
+
+
+def cams_from_capture(
+    seen: Capture, method: Method, size: tuple[int, int], *, normalize: bool = True
+) -> dict[str, Tensor]:
+    """Every captured layer's map by `method`, post-processed (ReLU, upsampling to `size`, optional min-max).
+
+    For callers that also need the pass's logits or targets (e.g. captions of the predicted class).
+    """
     # Same scope as the pass: float32 math under autocast, ordinary (not inference) tensors under inference_mode.
     with (
         torch.inference_mode(False),
         torch.no_grad(),
-        torch.autocast(device_type=images.device.type, enabled=False),
+        torch.autocast(device_type=next(iter(seen.activations.values())).device.type, enabled=False),
     ):
         return {
             name: postprocess(
-                cam(acts, seen.gradients[name] if seen.gradients is not None else None),
-                out_size,
+                method(acts, seen.gradients[name] if seen.gradients is not None else None),
+                size,
                 normalize=normalize,
             )
             for name, acts in seen.activations.items()
