@@ -33,6 +33,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-images", type=int, default=16, help="probe images of the callback")
     p.add_argument("--method", default="gradcam")
+    p.add_argument("--no-faithfulness", action="store_true", help="callbacks.grad_cam.faithfulness=false")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--accelerator", default="auto")
     p.add_argument(

@@ -147,3 +147,21 @@ def test_on_resnet_maps_from_compute_cams():
             assert scores[layer]["increase_in_confidence"].item() in {0.0, 25.0, 50.0, 75.0, 100.0}
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 64])
+def test_confidence_change_reuses_given_logits_and_any_chunking(chunk_size):
+    torch.manual_seed(1)
+    model = PoolLinear()
+    images = torch.rand(5, 3, 6, 5)
+    maps = {f"m{k}": torch.rand(5, 6, 5) for k in range(3)}
+    reference = confidence_change(model, images, maps)
+    with torch.no_grad():
+        logits = model(images)
+    given = confidence_change(model, images, maps, logits=logits, chunk_size=chunk_size)
+    for name in maps:
+        for key in ("average_drop", "increase_in_confidence"):
+            assert given[name][key].item() == pytest.approx(reference[name][key].item(), rel=1e-6), (
+                name,
+                key,
+            )

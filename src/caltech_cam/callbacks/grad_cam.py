@@ -127,7 +127,14 @@ class GradCAMLogger(L.Callback):
         return None
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, writer) -> None:
-        from caltech_cam.cam import cams_from_capture, captioned_grid, capture, confidence_change, get_method
+        from caltech_cam.cam import (
+            cams_from_capture,
+            captioned_grid,
+            capture,
+            confidence_change,
+            get_method,
+            overlay,
+        )
 
         images, labels = self._probe_on(trainer, pl_module.device)
         layers = self.layers or list(pl_module.cam_layers)
@@ -142,14 +149,17 @@ class GradCAMLogger(L.Callback):
         ]
         shown = pl_module.preset.denormalize(images)
         step = trainer.global_step
-        style = {"captions": captions, "cmap": self.colormap, "alpha": self.alpha}
+        overlaid = {
+            layer: overlay(shown, maps[layer], cmap=self.colormap, alpha=self.alpha) for layer in layers
+        }
+        style = {"captions": captions, "overlaid": overlaid}
         for layer in layers:
             grid = captioned_grid(shown, {layer: maps[layer]}, **style)
             writer.add_image(f"gradcam/{layer}", grid, step, dataformats="CHW")
         grid = captioned_grid(shown, maps, **style)
         writer.add_image("gradcam/overview", grid, step, dataformats="CHW")
         if self.faithfulness:
-            scores = confidence_change(pl_module.model, images, maps, seen.targets)
+            scores = confidence_change(pl_module.model, images, maps, seen.targets, logits=seen.logits)
             for layer, values in scores.items():
                 writer.add_scalar(f"gradcam/average_drop/{layer}", float(values["average_drop"]), step)
                 writer.add_scalar(

@@ -59,11 +59,13 @@ def confidence_change(
     maps: Mapping[str, Tensor],
     targets: Tensor | Sequence[int] | None = None,
     *,
+    logits: Tensor | None = None,
     chunk_size: int = 64,
 ) -> dict[str, dict[str, Tensor]]:
     """Average Drop % and Increase in Confidence % of every layer's maps (B, H, W) in [0, 1].
 
-    Costs one forward of the images plus one per layer (chunked). Returns layer ->
+    Costs one forward of the images (none if their `logits` are given, e.g. from `capture`) plus one of the
+    B × layers masked images, batched across layers in chunks. Returns layer ->
     {"average_drop": scalar, "increase_in_confidence": scalar}.
     """
     for name, m in maps.items():
@@ -71,16 +73,42 @@ def confidence_change(
             raise ValueError(
                 f"map of layer {name!r} has shape {tuple(m.shape)}; expected (B, H, W) of the images"
             )
-    base, classes = target_probabilities(model, images, targets, chunk_size=chunk_size)
-    result = {}
+    if logits is None:
+        base, classes = target_probabilities(model, images, targets, chunk_size=chunk_size)
+    else:
+        wanted = check_targets(targets, images.shape[0])
+        classes = logits.argmax(dim=1) if wanted is None else wanted.to(logits.device)
+        base = logits.float().softmax(dim=1).gather(1, classes[:, None])[:, 0]
+    names = list(maps)
+    batch = images.shape[0]
+    # Masked copies are made layer by layer and fed in full chunks: few, large forwards, bounded memory.
+    chunks = _masked_chunks(images, [maps[n] for n in names], chunk_size)
     with evaluating(model, grad=False, device_type=images.device.type):
-        for name, m in maps.items():
-            masked = _probabilities(model, (images * m[:, None].to(images.dtype)).split(chunk_size), classes)
-            result[name] = {
-                "average_drop": average_drop(base, masked),
-                "increase_in_confidence": increase_in_confidence(base, masked),
-            }
-    return result
+        masked = _probabilities(model, chunks, classes.repeat(len(names)))
+    return {
+        name: {
+            "average_drop": average_drop(base, masked[k * batch : (k + 1) * batch]),
+            "increase_in_confidence": increase_in_confidence(base, masked[k * batch : (k + 1) * batch]),
+        }
+        for k, name in enumerate(names)
+    }
+
+
+def _masked_chunks(images: Tensor, maps: Sequence[Tensor], chunk_size: int) -> Iterator[Tensor]:
+    """The images multiplied by each layer's map, layer after layer, in chunks of at most `chunk_size`."""
+    pending: list[Tensor] = []
+    size = 0
+    for m in maps:
+        for part in (images * m[:, None].to(images.dtype)).split(chunk_size):
+            pending.append(part)
+            size += part.shape[0]
+            while size >= chunk_size:
+                joined = torch.cat(pending)
+                yield joined[:chunk_size]
+                rest = joined[chunk_size:]
+                pending, size = ([rest] if rest.shape[0] else []), rest.shape[0]
+    if size:
+        yield torch.cat(pending)
 
 
 def _pixel_ranks(saliency: Tensor) -> Tensor:

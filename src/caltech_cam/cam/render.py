@@ -54,6 +54,7 @@ def make_grid(
     alpha: float = 0.5,
     pad: int = 2,
     figure: bool = True,
+    overlaid: Mapping[str, Tensor] | None = None,
 ) -> tuple[Tensor, Figure | None]:
     """Rows = images, columns = the input then one overlay per layer.
 
@@ -62,6 +63,7 @@ def make_grid(
     Returns a uint8 (3, H', W') tensor with white `pad`-pixel gutters (for TensorBoard `add_image`) and a
     matplotlib Figure of the same tiles with column titles and row captions (not attached to pyplot: the
     caller saves or closes it), or None with `figure=False` (the Figure costs far more than the tensor).
+    `overlaid`: layer -> overlays already computed by `overlay` (several grids of the same maps share them).
     """
     names = list(maps) if layer_names is None else list(layer_names)
     missing = [name for name in names if name not in maps]
@@ -70,7 +72,10 @@ def make_grid(
     batch, _, height, width = images.shape
     if captions is not None and len(captions) != batch:
         raise ValueError(f"{len(captions)} captions for {batch} images")
-    columns = [images] + [overlay(images, maps[name], cmap=cmap, alpha=alpha) for name in names]
+    done = overlaid or {}
+    columns = [images] + [
+        done[name] if name in done else overlay(images, maps[name], cmap=cmap, alpha=alpha) for name in names
+    ]
     tiles = torch.stack(columns, dim=1)  # (B, C, 3, H, W)
     padded = torch.nn.functional.pad(tiles, (0, pad, 0, pad), value=255)
     grid = padded.permute(2, 0, 3, 1, 4).reshape(3, batch * (height + pad), len(columns) * (width + pad))
@@ -102,11 +107,14 @@ def captioned_grid(
     cmap: str = "jet",
     alpha: float = 0.5,
     pad: int = 2,
+    overlaid: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """`make_grid`'s tiles with the column titles above and each row's caption (may hold newlines) under its row,
     drawn into the picture itself: a uint8 (3, H', W') tensor for TensorBoard `add_image`, no Figure needed."""
     names = list(maps) if layer_names is None else list(layer_names)
-    tiles, _ = make_grid(images, maps, captions, names, cmap=cmap, alpha=alpha, pad=pad, figure=False)
+    tiles, _ = make_grid(
+        images, maps, captions, names, cmap=cmap, alpha=alpha, pad=pad, figure=False, overlaid=overlaid
+    )
     batch, _, height, _ = images.shape
     font = ImageFont.load_default(size=max(9, min(16, height // 8)))
     line = font.getbbox("Ag")[3] + 2
