@@ -94,3 +94,15 @@ def make_caltech_tree(parent: Path) -> CaltechTree:
 def caltech_tree(tmp_path: Path) -> CaltechTree:
     """A fresh quirky Caltech-layout tree per test (tests may damage it)."""
     return make_caltech_tree(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's in-process torch work: on 2 cores shared with other jobs, two OpenMP
+    threads spin against each other (measured 10-30x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,14 +10,8 @@ from torch import nn
 from caltech_cam.cam import METHODS, capture, compute_cams, minmax, postprocess
 from caltech_cam.cam.methods import gradcam_weights, hirescam
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Other jobs share these 2 cores: two OpenMP threads then spin against each other (measured 10-30x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Other jobs may share these 2 cores: see the one_thread fixture in conftest.py.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,8 @@ HOOK_DICTS = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Other jobs share these 2 cores: two OpenMP threads then spin against each other (measured 10-30x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Other jobs may share these 2 cores: see the one_thread fixture in conftest.py.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
