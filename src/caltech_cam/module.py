@@ -10,23 +10,22 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from caltech_cam.config import config_dir
 from caltech_cam.data.presets import Preset, make_preset
 from caltech_cam.metrics import MeanClassAccuracy
 from caltech_cam.models import build_model, get_spec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPTIMIZER: dict[str, Any] = {
-    "_target_": "torch.optim.SGD",
-    "_partial_": True,
-    "lr": 0.01,
-    "momentum": 0.9,
-    "weight_decay": 1e-4,
-}
+
+def default_optimizer() -> dict[str, Any]:
+    """`conf/model/optimizer/sgd.yaml`, the optimizer of `train`, for modules built without one."""
+    return OmegaConf.to_container(OmegaConf.load(config_dir() / "model" / "optimizer" / "sgd.yaml"))
 
 
 def _accuracy_metrics(num_classes: int, prefix: str, per_class: bool) -> MetricCollection:
@@ -160,7 +159,7 @@ class ClassifierModule(L.LightningModule):
         return [p for n, p in self.model.named_parameters() if self.spec.is_head(n)]
 
     def configure_optimizers(self) -> Any:
-        cfg = dict(self.hparams.optimizer or DEFAULT_OPTIMIZER)
+        cfg = dict(self.hparams.optimizer or default_optimizer())
         cfg["_partial_"] = True
         make_optimizer = instantiate(cfg)
         base_lr = make_optimizer.keywords.get("lr", 1e-3)
