@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import traceback
 from collections.abc import Sequence
@@ -10,6 +11,16 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
+
+from caltech_cam.cam import (
+    METHODS,
+    cams_from_capture,
+    captioned_grid,
+    capture,
+    confidence_change,
+    get_method,
+    overlay,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +41,9 @@ def select_probe(labels: Sequence[int], num_images: int) -> list[int]:
         step = (len(classes) - 1) / max(num_images - 1, 1)
         chosen = [classes[round(i * step)] for i in range(num_images)] if num_images > 1 else [classes[0]]
         return [by_class[c][0] for c in chosen]
-    picked: list[int] = []
-    depth = 0
-    while len(picked) < num_images and depth < max(len(v) for v in by_class.values()):
-        for c in classes:
-            if depth < len(by_class[c]) and len(picked) < num_images:
-                picked.append(by_class[c][depth])
-        depth += 1
-    return picked
+    deepest = max(len(v) for v in by_class.values())
+    rounds = (by_class[c][depth] for depth in range(deepest) for c in classes if depth < len(by_class[c]))
+    return list(itertools.islice(rounds, num_images))
 
 
 class GradCAMLogger(L.Callback):
@@ -68,8 +74,7 @@ class GradCAMLogger(L.Callback):
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
-        from caltech_cam.cam import METHODS  # a wrong method name fails at construction, not epochs later
-
+        # A wrong method name fails at construction, not epochs later.
         if method not in METHODS:
             raise ValueError(f"Unknown CAM method {method!r}; expected one of {sorted(METHODS)}.")
         self.num_images = num_images
@@ -127,15 +132,6 @@ class GradCAMLogger(L.Callback):
         return None
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, writer) -> None:
-        from caltech_cam.cam import (
-            cams_from_capture,
-            captioned_grid,
-            capture,
-            confidence_change,
-            get_method,
-            overlay,
-        )
-
         images, labels = self._probe_on(trainer, pl_module.device)
         layers = self.layers or list(pl_module.cam_layers)
         method = get_method(self.method)
