@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
+from caltech_cam.config import config_dir
 from caltech_cam.data import SyntheticInfo, generate_synthetic
 
 # The shared synthetic set: 4 class folders (3 objects + clutter) x 12 images, sides 64-96 px.
@@ -106,3 +111,53 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------- train config helpers
+TINY = [
+    "data=synthetic",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "callbacks.grad_cam.num_images=4",
+    "callbacks.grad_cam.strict=true",
+    "callbacks.progress_bar.enabled=false",
+    "model.pretrained=false",
+    "model/optimizer=adamw",
+    "trainer=cpu",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def tiny_overrides(data_root: Path, tmp_path: Path, model: str = "resnet50") -> list[str]:
+    size = ["data.resize=80", "data.crop=76"] if "inception" in model else ["data.resize=64"]
+    return [
+        *TINY,
+        f"model={model}",
+        *size,
+        f"data.root={data_root}",
+        f"paths.root_dir={tmp_path}",
+    ]
+
+
+def compose_train(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "caltech_cam.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, (
+        f"train failed:\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+    )
+    return proc
+
+
+def run_dirs(tmp_path: Path, task: str = "train") -> list[Path]:
+    return sorted((tmp_path / "outputs" / task).glob("*runs/*"))

@@ -14,7 +14,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from caltech_cam.callbacks import GradCAMLogger, select_probe
-from tests.test_train import compose_train, run_dirs, tiny_overrides
+from tests.conftest import compose_train, run_dirs, tiny_overrides
 
 
 def events_of(folder: Path) -> list[EventAccumulator]:

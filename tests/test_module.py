@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from caltech_cam.module import ClassifierModule
-from tests.test_train import compose_train, tiny_overrides
+from tests.conftest import compose_train, tiny_overrides
 
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "momentum": 0.9}
 
