@@ -10,9 +10,10 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 
+from caltech_cam.config import plain
 from caltech_cam.data import CaltechDataModule
 from caltech_cam.models import get_spec
 from caltech_cam.module import ClassifierModule
@@ -21,11 +22,6 @@ log = logging.getLogger(__name__)
 
 # Keys of the `model` config group that are not ClassifierModule arguments.
 _MODEL_CONFIG_ONLY = {"preset", "num_classes", "small_input"}
-
-
-def plain(node: Any) -> Any:
-    """A resolved, plain-Python copy of a config node (checkpoints must hold plain values only)."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def check_model_config(cfg: DictConfig) -> None:

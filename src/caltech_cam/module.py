@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from caltech_cam.config import config_dir
 from caltech_cam.data.presets import Preset, make_preset
 from caltech_cam.metrics import MeanClassAccuracy
-from caltech_cam.models import build_model, get_spec
+from caltech_cam.models import build_model, get_spec, split_outputs
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,6 @@ def _accuracy_metrics(num_classes: int, prefix: str, per_class: bool) -> MetricC
     if per_class:
         metrics["acc_mean_class"] = MeanClassAccuracy(num_classes)
     return MetricCollection(metrics, prefix=prefix)
-
-
-def split_outputs(outputs: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None]:
-    """(logits, aux_logits or None) from a tensor, a tuple or torchvision's `InceptionOutputs`."""
-    if isinstance(outputs, Tensor):
-        return outputs, None
-    logits, aux = outputs[0], (outputs[1] if len(outputs) > 1 else None)
-    return logits, aux
 
 
 class ClassifierModule(L.LightningModule):

@@ -20,11 +20,10 @@ from caltech_cam.build import (
     build_trainer,
     check_model_config,
     numbers,
-    plain,
     training_run_dir,
     write_results,
 )
-from caltech_cam.config import config_dir
+from caltech_cam.config import config_dir, plain
 from caltech_cam.data import MANIFEST_NAME, CaltechDataModule
 from caltech_cam.module import ClassifierModule
 

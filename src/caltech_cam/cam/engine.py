@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from caltech_cam.cam.methods import METHODS, Method
+from caltech_cam.models.outputs import logits_of
 
 
 @dataclass(frozen=True)
@@ -128,20 +129,6 @@ def check_range(targets: Tensor, num_classes: int) -> None:
         raise ValueError(
             f"targets {targets[bad].tolist()} out of range: the model has {num_classes} classes (0..{num_classes - 1})"
         )
-
-
-def logits_of(output: object) -> Tensor:
-    """The logits of a model that may return a tuple or named tuple (InceptionV3's `InceptionOutputs`)."""
-    while isinstance(output, (tuple, list)) and output:
-        output = output[0]
-    if not isinstance(output, Tensor) or output.ndim != 2:
-        what = (
-            f"a tensor of shape {tuple(output.shape)}"
-            if isinstance(output, Tensor)
-            else type(output).__name__
-        )
-        raise ValueError(f"the model returned {what}; expected logits of shape (B, num_classes)")
-    return output
 
 
 def capture(

@@ -13,7 +13,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
-from caltech_cam.cam.engine import check_range, check_targets, evaluating, logits_of
+from caltech_cam.cam.engine import check_range, check_targets, evaluating
+from caltech_cam.models.outputs import logits_of
 
 
 def _probabilities(model: nn.Module, batches: Iterable[Tensor], classes: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from caltech_cam.config import plain
 from caltech_cam.data.check import BAD_IMAGE_POLICIES, FileCheck, cache_file_for, check_images, enforce_policy
 from caltech_cam.data.decode import MAX_PIXELS, load_rgb
 from caltech_cam.data.index import DatasetIndex, DatasetNotFoundError, index_root, resolve_root
@@ -107,11 +108,11 @@ class CaltechDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
-        self.split_config = SplitConfig.from_mapping(_plain(split))
+        self.split_config = SplitConfig.from_mapping(plain(split))
         self.split_file = Path(split_file) if split_file else None
         self.bad_images = bad_images
         self.download = bool(download)
-        self.synthetic: dict[str, Any] | None = _plain(synthetic) or None
+        self.synthetic: dict[str, Any] | None = plain(synthetic) or None
         self.seed = int(seed)
         self.output_dir = Path(output_dir) if output_dir else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -256,14 +257,3 @@ class CaltechDataModule(L.LightningDataModule):
     def _is_global_zero(self) -> bool:
         trainer = getattr(self, "trainer", None)
         return trainer is None or trainer.is_global_zero
-
-
-def _plain(value: Any) -> Any:
-    """DictConfig/ListConfig -> dict/list (Hydra passes nested config nodes); plain values unchanged."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        return value
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
