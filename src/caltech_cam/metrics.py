@@ -31,3 +31,19 @@ class MeanClassAccuracy(Metric):
     def compute(self) -> Tensor:
         present = self.total > 0
         return (self.correct[present].double() / self.total[present].double()).mean().float()
+
+
+class ImageCount(Metric):
+    """How many images were scored, summed over the processes: each image of a split must count exactly once."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("count", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        self.count += target.numel()
+
+    def compute(self) -> Tensor:
+        return self.count.float()

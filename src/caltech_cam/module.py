@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from caltech_cam.config import config_dir
 from caltech_cam.data.presets import Preset, make_preset
-from caltech_cam.metrics import MeanClassAccuracy
+from caltech_cam.metrics import ImageCount, MeanClassAccuracy
 from caltech_cam.models import build_model, get_spec, split_outputs
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ def _accuracy_metrics(num_classes: int, prefix: str, per_class: bool) -> MetricC
     }
     if per_class:
         metrics["acc_mean_class"] = MeanClassAccuracy(num_classes)
+        metrics["images"] = ImageCount()
     return MetricCollection(metrics, prefix=prefix)
 
 

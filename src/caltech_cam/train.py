@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -24,8 +27,8 @@ from caltech_cam.build import (
     write_results,
 )
 from caltech_cam.config import config_dir, plain
-from caltech_cam.data import MANIFEST_NAME, CaltechDataModule
-from caltech_cam.module import ClassifierModule
+from caltech_cam.data import MANIFEST_NAME
+from caltech_cam.distributed import SameRunDirectory, check_launch
 
 log = logging.getLogger(__name__)
 
@@ -41,42 +44,30 @@ def _reuse_split_when_resuming(cfg: DictConfig) -> None:
         log.info("Resuming: reusing the split of %s", run / MANIFEST_NAME)
 
 
-def _test(
-    cfg: DictConfig,
-    trainer: L.Trainer,
-    module: ClassifierModule,
-    datamodule: CaltechDataModule,
-    ckpt: str | None,
-) -> dict[str, float]:
-    if ckpt is None:
-        log.warning("No best checkpoint was saved; testing the weights as they are after fitting.")
-    if trainer.world_size == 1:
-        return numbers(trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)[0])
-    # Under DDP the distributed sampler pads the test split with repeated images, which would count some twice:
-    # score it once, on one device, on rank 0.
-    if not trainer.is_global_zero:
-        return {}
-    single = L.Trainer(
-        accelerator=cfg.trainer.accelerator,
-        devices=1,
-        precision=cfg.trainer.get("precision", "32-true"),
-        logger=trainer.loggers,
-        enable_progress_bar=False,
-        default_root_dir=cfg.paths.output_dir,
-    )
-    return numbers(single.test(module, datamodule=datamodule, ckpt_path=ckpt)[0])
+def _is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment; returns the final metrics (also written to <run dir>/metrics.json)."""
+def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Run one experiment; returns the final metrics (also written to <run dir>/metrics.json by global rank 0).
+
+    Under DDP every rank runs this whole function (Lightning's `ddp` re-runs the command per rank; SLURM and
+    torchrun start every rank): the test split is scored once across the ranks (each image on one rank, none
+    padded twice) and only rank 0 writes results. `callbacks` are added to the configured ones (e.g. a tuner's).
+    """
     check_model_config(cfg)
+    check_launch(cfg.trainer, multirun=_is_multirun())
     _reuse_split_when_resuming(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule)
     loggers = build_loggers(cfg.get("logger"))
-    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
-    trainer = build_trainer(cfg, callbacks, loggers)
+    all_callbacks = [
+        *build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers)),
+        SameRunDirectory(cfg.paths.output_dir),
+        *callbacks,
+    ]
+    trainer = build_trainer(cfg, all_callbacks, loggers)
     for logger in loggers:
         logger.log_hyperparams(plain(cfg))
 
@@ -88,7 +79,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     best_path = checkpoint.best_model_path if checkpoint else ""
     if cfg.get("test") and not trainer.fast_dev_run:
-        results["test"] = _test(cfg, trainer, module, datamodule, best_path or None)
+        if not best_path:
+            log.warning("No best checkpoint was saved; testing the weights as they are after fitting.")
+        # Same trainer on every rank: the datamodule's test loader shards without padding (eval_sampler).
+        results["test"] = numbers(trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)[0])
 
     metric_name = cfg.get("optimized_metric")
     optimized = results["fit"].get(metric_name) if metric_name else None
@@ -101,6 +95,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         last_checkpoint=str(Path(checkpoint.dirpath) / "last.ckpt")
         if checkpoint and checkpoint.dirpath
         else "",
+        world_size=trainer.world_size,
         data=datamodule.summary(),
     )
     if trainer.is_global_zero:

@@ -28,6 +28,7 @@ from caltech_cam.data.splits import (
     write_manifest,
 )
 from caltech_cam.data.synthetic import ensure_synthetic, requested_params
+from caltech_cam.distributed import eval_sampler
 
 
 class CaltechDataset(Dataset):
@@ -198,17 +199,22 @@ class CaltechDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, shuffle=False, drop_last=False)
+        return self._loader(self.val_dataset, shuffle=False, drop_last=False, every_image_once=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, shuffle=False, drop_last=False)
+        return self._loader(self.test_dataset, shuffle=False, drop_last=False, every_image_once=True)
 
     # -- internals ---------------------------------------------------------------------------------------
-    def _loader(self, dataset: CaltechDataset, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(
+        self, dataset: CaltechDataset, shuffle: bool, drop_last: bool, every_image_once: bool = False
+    ) -> DataLoader:
+        # Evaluation under DDP: each rank scores its own shard and no image twice (no padding to equal shards).
+        sampler = eval_sampler(dataset, getattr(self, "trainer", None)) if every_image_once else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),

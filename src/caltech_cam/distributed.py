@@ -1,0 +1,137 @@
+"""Launching on several processes: what must be true before a multi-process run starts, and what every rank checks.
+
+Lightning does the launching (`ddp` re-runs this Hydra app once per extra local rank; SLURM or torchrun start the
+processes themselves); this module only refuses the combinations that would hang or waste a run, with a message that
+names the bad setting, and makes sure every rank of a run writes into the same run directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from omegaconf import DictConfig
+from torch.utils.data import Dataset, DistributedSampler
+
+# What Lightning's default cluster environment reads when the processes are started by hand (one per node).
+NODE_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK")
+
+
+class LaunchError(ValueError):
+    """A trainer setting that cannot run here (too many devices, nodes without a cluster, ddp inside a sweep)."""
+
+
+def externally_launched() -> bool:
+    """Whether something other than Lightning started this process as one rank of many (SLURM, torchrun, or
+    `LOCAL_RANK` set by hand or by Lightning's own `ddp` launcher for a child rank)."""
+    return SLURMEnvironment.detect() or TorchElasticEnvironment.detect() or "LOCAL_RANK" in os.environ
+
+
+def _device_count(devices: Any) -> int | None:
+    """How many devices a `trainer.devices` value asks for on this node; None for "auto" / -1 (all there are)."""
+    if isinstance(devices, str):
+        devices = devices.strip()
+        if devices in ("auto", "-1"):
+            return None
+        if "," in devices:
+            return len([d for d in devices.split(",") if d.strip()])
+        devices = int(devices)
+    if isinstance(devices, (list, tuple)) or hasattr(devices, "__len__"):
+        return len(devices)
+    return None if devices == -1 else int(devices)
+
+
+def check_launch(trainer: DictConfig, *, multirun: bool) -> None:
+    """Refuse, before any data or weights are touched, a trainer config that would fail or hang later.
+
+    - more devices than the machine has (GPUs on a GPU accelerator, cores on the CPU);
+    - `num_nodes > 1` without a cluster environment: SLURM, torchrun, or MASTER_ADDR/MASTER_PORT/NODE_RANK;
+    - `strategy=ddp` (Lightning re-runs the command once per rank) inside a Hydra multirun, which would make every
+      child replay the whole sweep (hydra#2070): use `ddp_spawn` there, or a launcher (`hydra/launcher=slurm`).
+    """
+    accelerator = str(trainer.get("accelerator", "auto"))
+    wanted = _device_count(trainer.get("devices", 1))
+    if wanted is not None:
+        if wanted < 1:
+            raise LaunchError(
+                f"trainer.devices={trainer.devices!r}; expected a positive count, a list, or auto."
+            )
+        if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+            have = torch.cuda.device_count()
+            if wanted > have:
+                raise LaunchError(
+                    f"trainer.devices={trainer.devices} asks for {wanted} GPU(s) but this machine has {have} "
+                    f"(torch.cuda.device_count()); use trainer.devices<={max(have, 1)} or devices=auto"
+                    + ("" if have else ", or trainer=cpu")
+                    + "."
+                )
+        elif accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+            have = os.cpu_count() or 1
+            if wanted > have:
+                raise LaunchError(
+                    f"trainer.devices={trainer.devices} asks for {wanted} CPU processes but this machine has "
+                    f"{have} cores; use trainer.devices<={have}."
+                )
+    num_nodes = int(trainer.get("num_nodes", 1) or 1)
+    if num_nodes < 1:
+        raise LaunchError(f"trainer.num_nodes={num_nodes}; expected >= 1.")
+    if num_nodes > 1 and not (SLURMEnvironment.detect() or TorchElasticEnvironment.detect()):
+        missing = [v for v in NODE_VARIABLES if v not in os.environ]
+        if missing:
+            raise LaunchError(
+                f"trainer.num_nodes={num_nodes} needs a cluster environment, and none was found: no SLURM job "
+                f"(SLURM_NTASKS...), no torchrun (TORCHELASTIC_RUN_ID), and {', '.join(missing)} not set. "
+                "Start the same command on every node with MASTER_ADDR=<node 0's address> MASTER_PORT=<free port> "
+                "NODE_RANK=<0..num_nodes-1> (and the same hydra.run.dir), or submit it through "
+                "hydra/launcher=slurm (README: Scaling out)."
+            )
+    strategy = str(trainer.get("strategy", "auto"))
+    several = (wanted is None or wanted > 1 or num_nodes > 1) and strategy.startswith("ddp")
+    relaunches = strategy in ("ddp", "ddp_find_unused_parameters_true") and not externally_launched()
+    if multirun and several and relaunches:
+        raise LaunchError(
+            f"trainer.strategy={strategy} re-runs the command once per device, which inside a Hydra multirun (-m) "
+            "would replay the whole sweep in every child process. For a sweep on one machine use "
+            "trainer.strategy=ddp_spawn; on a cluster, hydra/launcher=slurm runs each job's ranks as SLURM tasks."
+        )
+
+
+def eval_sampler(dataset: Dataset, trainer: L.Trainer | None) -> DistributedSampler | None:
+    """A sampler that shards an evaluation split over the ranks WITHOUT padding (Lightning's own
+    `UnrepeatedDistributedSampler`), so each image is scored exactly once; None on one process.
+
+    Lightning's default `DistributedSampler` repeats images to give every rank the same count, which counts them
+    twice in the metrics. The metrics here are sums over images (torchmetrics states), so uneven shards are exact.
+    """
+    if trainer is None or trainer.world_size <= 1:
+        return None
+    return UnrepeatedDistributedSampler(
+        dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+    )
+
+
+class SameRunDirectory(L.Callback):
+    """Every rank must write into one run directory: on several nodes, Hydra's default `${now}` can differ.
+
+    Checked when the run starts (all ranks take part in one `all_gather_object`, so all of them stop together).
+    """
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.output_dir = str(Path(output_dir).resolve())
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.world_size <= 1 or not torch.distributed.is_initialized():
+            return
+        seen: list[Any] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(seen, self.output_dir)
+        if len(set(seen)) > 1:
+            listing = ", ".join(f"rank {r}: {d}" for r, d in enumerate(seen))
+            raise LaunchError(
+                f"the ranks of this run write into different run directories ({listing}). Pass the same "
+                "hydra.run.dir=<shared folder> on every node (Hydra's default uses the start time, ${now:...})."
+            )
