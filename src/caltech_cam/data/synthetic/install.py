@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from caltech_cam.data.index import DatasetNotFoundError, resolve_root
+from caltech_cam.data.index import DatasetNotFoundError, list_class_dirs
 from caltech_cam.data.synthetic.record import BOXES, MARKER, all_class_dirs, load_synthetic
 
 
@@ -60,10 +60,9 @@ def check_target(root: Path) -> None:
         return
     message = f"{root} exists and is not a synthetic dataset written by caltech_cam"
     try:
-        class_root = resolve_root(root)
+        class_root, folders = list_class_dirs(root)
     except DatasetNotFoundError:
         raise FileExistsError(f"{message}; remove it or point data.root elsewhere") from None
-    folders = sorted(p.name for p in class_root.iterdir() if p.is_dir() and p.name[:1].isdigit())
     where = "" if class_root == root.absolute() else f" in {class_root}"
     raise FileExistsError(
         f"{message}: it holds Caltech-layout class folders{where} ({len(folders)} NNN.name folders, e.g. "
