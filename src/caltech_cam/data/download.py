@@ -16,7 +16,15 @@ SOCKET_TIMEOUT = 60.0
 
 
 class DownloadError(RuntimeError):
-    """The archive could not be fetched; the message says which URL, why, and how to get it by hand."""
+    """The archive could not be fetched; the message says which URL, why, and how to get it by hand.
+
+    ``error`` is the underlying exception; it is not chained, so the user reads this message, not urllib's
+    traceback.
+    """
+
+    def __init__(self, message: str, error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 def download_folder(root: str | Path) -> Path:
@@ -41,7 +49,7 @@ def download_caltech256(root: str | Path, url: str = DOWNLOAD_URL) -> Path:
         OSError,
         RuntimeError,
     ) as exc:  # URLError, HTTPError, timeouts are OSErrors; a bad md5 a RuntimeError
-        raise DownloadError(_explain(url, target, exc)) from exc
+        raise DownloadError(_explain(url, target, exc), exc) from None
     finally:
         socket.setdefaulttimeout(previous)
     return target / ARCHIVE_FOLDER
