@@ -23,10 +23,10 @@ from caltech_cam.data.check import (
 from caltech_cam.data.decode import MAX_PIXELS, load_rgb
 from caltech_cam.data.download import download_caltech256, download_folder
 from caltech_cam.data.index import (
+    ClassFolders,
     DataNotPreparedError,
     DatasetIndex,
     DatasetNotFoundError,
-    class_names,
     index_root,
     list_class_dirs,
     resolve_root,
@@ -81,10 +81,10 @@ class CaltechDataset(Dataset):
         return load_rgb(self.paths[i], max_pixels=self.max_pixels)
 
 
-class CaltechDataModule(L.LightningDataModule):
+class CaltechDataModule(L.LightningDataModule, ClassFolders):
     """Caltech-256 (or the synthetic stand-in) as train/val/test loaders, following Lightning's data contract.
 
-    - :attr:`class_dirs` / :attr:`num_classes` / :attr:`class_names` come from a cheap look at the class
+    - :attr:`class_dirs` (and from it :attr:`num_classes`, :attr:`class_names`) come from a cheap look at the class
       folders (one folder listing, or the synthetic parameters): nothing is generated, downloaded, decoded or
       written, so the model can be built before a Trainer exists, on every rank.
     - :meth:`prepare_data` (one process per node, called by the Trainer) does all the expensive or writing work:
@@ -165,15 +165,6 @@ class CaltechDataModule(L.LightningDataModule):
         if self._class_dirs is None:
             self._class_dirs = self._list_class_dirs()
         return self._class_dirs
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_dirs)
-
-    @property
-    def class_names(self) -> list[str]:
-        """Display names in label order (``ak47``, ..., ``clutter``)."""
-        return class_names(self.class_dirs)
 
     @property
     def checks_file(self) -> Path | None:

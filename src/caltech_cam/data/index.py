@@ -40,15 +40,10 @@ class Skipped:
     reason: str
 
 
-@dataclass(frozen=True)
-class DatasetIndex:
-    """What a root holds. ``root`` is the folder that contains the class folders."""
+class ClassFolders:
+    """``num_classes`` and ``class_names`` of anything that has ``class_dirs`` (``NNN.name``) in label order."""
 
-    root: Path
     class_dirs: tuple[str, ...]
-    files: tuple[ImageFile, ...]
-    skipped: tuple[Skipped, ...]
-    warnings: tuple[str, ...]
 
     @property
     def num_classes(self) -> int:
@@ -58,6 +53,17 @@ class DatasetIndex:
     def class_names(self) -> list[str]:
         """Display names without the number: ``001.ak47`` -> ``ak47``."""
         return class_names(self.class_dirs)
+
+
+@dataclass(frozen=True)
+class DatasetIndex(ClassFolders):
+    """What a root holds. ``root`` is the folder that contains the class folders."""
+
+    root: Path
+    class_dirs: tuple[str, ...]
+    files: tuple[ImageFile, ...]
+    skipped: tuple[Skipped, ...]
+    warnings: tuple[str, ...]
 
     def abspath(self, path: str) -> Path:
         return self.root / path
