@@ -166,6 +166,7 @@ def test_hydra_data_configs_instantiate_with_nested_nodes(synthetic_root, tmp_pa
     assert cfg.data.crop is None and cfg.data.split.mode == "fractions" and cfg.data.seed == 42
     dm = instantiate(cfg.data)
     assert dm.split_config.fractions == (0.7, 0.15, 0.15)
+    dm.prepare_data()
     dm.setup()
     # The shared set was made with other parameters than data=synthetic's: used as it is, and said so.
     assert "using it as it is" in dm.summary()["warnings"][0]

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from caltech_cam.data import ensure_synthetic, generate_synthetic, index_root, load_synthetic
-from caltech_cam.data.synthetic import MARKER, OBJECT_SPECS
+from caltech_cam.data.synthetic import MARKER, OBJECT_SPECS, SHAPES, TEXTURES, ObjectSpec, planned_class_dirs
 
 SMALL = {"num_classes": 3, "images_per_class": 7, "min_size": 64, "max_size": 80}
 
@@ -114,3 +114,38 @@ def test_a_folder_that_is_not_a_synthetic_set_is_never_deleted(tmp_path, caltech
 def test_too_many_classes_is_refused(tmp_path):
     with pytest.raises(ValueError, match=rf"num_classes must be in \[2, {len(OBJECT_SPECS) + 1}\]"):
         generate_synthetic(tmp_path / "s", num_classes=len(OBJECT_SPECS) + 2)
+
+
+def test_a_spec_names_its_bad_shape_or_texture():
+    with pytest.raises(ValueError, match=r"unknown shape 'blob'; expected one of \['arrow'"):
+        ObjectSpec("x", "blob", (1, 2, 3), "solid")
+    with pytest.raises(ValueError, match=r"unknown texture 'plaid'"):
+        ObjectSpec("x", "circle", (1, 2, 3), "plaid")
+    # Every shape and texture in the tables is used by some class, and every spec's name is unique.
+    assert {s.shape for s in OBJECT_SPECS} == set(SHAPES)
+    assert {s.texture for s in OBJECT_SPECS} == set(TEXTURES)
+    assert len({s.name for s in OBJECT_SPECS}) == len(OBJECT_SPECS)
+
+
+def test_a_caltech_folder_is_named_as_such_before_anything_is_drawn(tmp_path, caltech_tree):
+    for root in (caltech_tree.root, caltech_tree.folder):
+        with pytest.raises(FileExistsError) as info:
+            generate_synthetic(root, **SMALL)
+        message = str(info.value)
+        assert "holds Caltech-layout class folders" in message
+        assert "4 NNN.name folders, e.g. 001.ak47, 056.dog, 198.spider" in message
+        assert f"data=caltech256 data.root={root}" in message
+    assert not [p for p in caltech_tree.root.parent.iterdir() if p.name.startswith(".")]  # nothing staged
+
+
+def test_planned_class_dirs_write_nothing_and_match_what_is_generated(tmp_path):
+    root = tmp_path / "s"
+    planned = planned_class_dirs(root, **SMALL)
+    assert not root.exists() and list(tmp_path.iterdir()) == []
+    assert (
+        planned
+        == generate_synthetic(root, **SMALL).class_dirs
+        == ("001.red-circle", "002.green-triangle", "003.clutter")
+    )
+    # An existing set is used as it is: its own folders, whatever is asked.
+    assert planned_class_dirs(root, num_classes=5) == planned

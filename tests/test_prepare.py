@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -14,7 +16,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def _prepare(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _prepare(
+    tmp_path: Path, *overrides: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     tmp_path.mkdir(exist_ok=True)
     return subprocess.run(
         [
@@ -29,6 +33,7 @@ def _prepare(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
 
 
@@ -76,3 +81,33 @@ def test_a_bad_image_fails_the_run_by_name_and_skip_reports_it(caltech_tree, tmp
     assert "198.spider/198_0001.jpg = 198.spider/198_0008.jpg" in skipped.stdout
     rows = (_run_dir(tmp_path / "skip") / "split_manifest.csv").read_text().splitlines()
     assert len(rows) == 1 + 32
+
+
+def test_a_caltech_folder_under_the_default_synthetic_data_suggests_data_caltech256(caltech_tree, tmp_path):
+    for root in (caltech_tree.root, caltech_tree.folder):
+        proc = _prepare(tmp_path, f"data.root={root}")
+        assert proc.returncode != 0
+        assert "holds Caltech-layout class folders" in proc.stderr
+        assert "4 NNN.name folders, e.g. 001.ak47, 056.dog, 198.spider" in proc.stderr
+        assert f"pass data=caltech256 data.root={root}" in proc.stderr
+        assert (caltech_tree.folder / "001.ak47" / "001_0001.jpg").is_file()  # nothing touched
+
+
+def test_download_without_a_network_explains_itself(tmp_path):
+    # Every HTTP(S) request goes through a proxy on a closed local port: refused at once, on any machine.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{s.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if k.lower() not in {"no_proxy", "http_proxy", "https_proxy"}}
+    env |= {"https_proxy": proxy, "http_proxy": proxy, "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy}
+    root = tmp_path / "caltech"
+    proc = _prepare(tmp_path, "data=caltech256", f"data.root={root}", "data.download=true", env=env)
+    assert proc.returncode != 0
+    assert "DownloadError: data.download=true could not fetch Caltech-256 from https://data.caltech.edu/" in (
+        proc.stderr
+    )
+    assert "Connection refused" in proc.stderr
+    assert f"put it at {root / 'caltech256' / '256_ObjectCategories.tar'}" in proc.stderr
+    assert (
+        "URLError" in proc.stderr.splitlines()[-4] or "by hand from https://data.caltech.edu" in proc.stderr
+    )

@@ -36,12 +36,10 @@ def check_model_config(cfg: DictConfig) -> None:
 
 
 def build_datamodule(data: DictConfig) -> CaltechDataModule:
-    """Instantiate a `data` config node, then index, check and split it so that `num_classes` and class names are
-    known."""
-    datamodule: CaltechDataModule = instantiate(data, _recursive_=False, _convert_="all")
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule
+    """Instantiate a `data` config node. Only the class folders are listed (for `num_classes` and class names);
+    preparing (generation, download, decode check) and splitting are left to the Trainer's `prepare_data`/`setup`,
+    which it runs on the right ranks. Outside a Trainer, call `prepare_data()` and `setup()` yourself."""
+    return instantiate(data, _recursive_=False, _convert_="all")
 
 
 def build_module(cfg: DictConfig, datamodule: CaltechDataModule) -> ClassifierModule:

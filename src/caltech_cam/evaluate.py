@@ -53,6 +53,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = load_classifier(ckpt)
     trained = training_config(cfg, module, training_run_dir(ckpt))
     datamodule = build_datamodule(trained.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
     if datamodule.class_names != module.class_names:
         raise ValueError(
             f"The data at {datamodule.root} has {datamodule.num_classes} classes {datamodule.class_names[:5]}... "

@@ -27,7 +27,7 @@ from caltech_cam.build import (
     write_results,
 )
 from caltech_cam.config import config_dir, plain
-from caltech_cam.data import MANIFEST_NAME
+from caltech_cam.data import MANIFEST_NAME, CaltechDataModule
 from caltech_cam.distributed import SameRunDirectory, check_launch
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,14 @@ def _reuse_split_when_resuming(cfg: DictConfig) -> None:
 
 def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _data_summary(datamodule: CaltechDataModule) -> dict[str, Any]:
+    """The data summary; under `ddp_spawn` the ranks set the data up in their own processes, so this one reads the
+    prepared verdicts and splits once more (nothing is decoded again)."""
+    if datamodule.train_dataset is None:
+        datamodule.setup()
+    return datamodule.summary()
 
 
 def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
@@ -96,7 +104,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
         if checkpoint and checkpoint.dirpath
         else "",
         world_size=trainer.world_size,
-        data=datamodule.summary(),
+        data=_data_summary(datamodule),
     )
     if trainer.is_global_zero:
         write_results(results, Path(cfg.paths.output_dir), stages=("fit", "test"))

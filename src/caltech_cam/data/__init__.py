@@ -3,11 +3,22 @@
 from caltech_cam.data.check import FileCheck, check_images
 from caltech_cam.data.datamodule import CaltechDataModule, CaltechDataset
 from caltech_cam.data.decode import MAX_PIXELS, BadImageError, decode_rgb, load_rgb
-from caltech_cam.data.index import DatasetIndex, DatasetNotFoundError, ImageFile, Skipped, index_root
+from caltech_cam.data.download import DownloadError, download_caltech256
+from caltech_cam.data.index import (
+    IMAGE_EXTENSIONS,
+    DataNotPreparedError,
+    DatasetIndex,
+    DatasetNotFoundError,
+    ImageFile,
+    Skipped,
+    index_root,
+    list_class_dirs,
+)
 from caltech_cam.data.presets import PRESET_NAMES, Preset, make_preset
 from caltech_cam.data.report import format_summary
 from caltech_cam.data.splits import (
     MANIFEST_NAME,
+    SPLITS,
     ManifestRow,
     SplitConfig,
     make_split,
@@ -17,14 +28,18 @@ from caltech_cam.data.splits import (
 from caltech_cam.data.synthetic import SyntheticInfo, ensure_synthetic, generate_synthetic, load_synthetic
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "MANIFEST_NAME",
     "MAX_PIXELS",
     "PRESET_NAMES",
+    "SPLITS",
     "BadImageError",
     "CaltechDataModule",
     "CaltechDataset",
+    "DataNotPreparedError",
     "DatasetIndex",
     "DatasetNotFoundError",
+    "DownloadError",
     "FileCheck",
     "ImageFile",
     "ManifestRow",
@@ -34,10 +49,12 @@ __all__ = [
     "SyntheticInfo",
     "check_images",
     "decode_rgb",
+    "download_caltech256",
     "ensure_synthetic",
     "format_summary",
     "generate_synthetic",
     "index_root",
+    "list_class_dirs",
     "load_rgb",
     "load_synthetic",
     "make_preset",

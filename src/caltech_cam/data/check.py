@@ -9,15 +9,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from caltech_cam.data.atomic import write_atomically
 from caltech_cam.data.decode import MAX_PIXELS, BadImageError, decode_rgb
-from caltech_cam.data.index import DatasetIndex
+from caltech_cam.data.index import DataNotPreparedError, DatasetIndex
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +73,8 @@ def check_images(
     Returns relative path -> :class:`FileCheck`. Decoding runs on ``num_threads`` threads: torchvision's
     decoders release the GIL, so threads scale without pickling anything.
     """
-    stamps = {f.path: _stamp(index.abspath(f.path)) for f in index.files}
-    cached = _read_cache(Path(cache_file)) if cache_file else {}
-    results: dict[str, FileCheck] = {}
-    todo: list[str] = []
-    for path, stamp in stamps.items():
-        hit = cached.get(path)
-        if hit is not None and hit[0] == stamp:
-            results[path] = hit[1]
-        else:
-            todo.append(path)
-
+    stamps = _stamps(index)
+    results, todo = _trusted(stamps, _read_cache(Path(cache_file)) if cache_file else {})
     if todo:
         log.info(
             "decode-checking %d of %d images (%d cached)", len(todo), len(stamps), len(stamps) - len(todo)
@@ -98,22 +88,66 @@ def check_images(
     return {f.path: results[f.path] for f in index.files}
 
 
+def load_checks(index: DatasetIndex, cache_file: str | Path | None) -> dict[str, FileCheck]:
+    """The verdicts :func:`check_images` stored in ``cache_file`` for every indexed file; never decodes anything.
+
+    Raises :class:`DataNotPreparedError` when the file is missing or any indexed file has no entry with its
+    current size and mtime (added or changed since the check): such a file was never decode-checked.
+    """
+    stamps = _stamps(index)
+    results, todo = _trusted(stamps, _read_cache(Path(cache_file)) if cache_file else {})
+    if todo:
+        where = f"in {cache_file}" if cache_file else "(data.cache_dir and data.output_dir are both null)"
+        raise DataNotPreparedError(
+            f"{len(todo)} of {len(stamps)} image file(s) under {index.root} have no up-to-date decode check "
+            f"{where}, e.g. {', '.join(todo[:3])}.\n"
+            "setup() reads what prepare_data() wrote and never decodes the files itself. A Lightning Trainer calls "
+            "prepare_data() before setup(); outside a Trainer, call datamodule.prepare_data() first (or run  "
+            "python -m caltech_cam.prepare  with the same data settings and data.cache_dir)."
+        )
+    return {f.path: results[f.path] for f in index.files}
+
+
 def bad_images(checks: dict[str, FileCheck]) -> list[tuple[str, str]]:
     """(relative path, decoder message) of every file that failed to decode, in index order."""
     return [(path, check.error) for path, check in checks.items() if check.error is not None]
 
 
-def enforce_policy(index: DatasetIndex, checks: dict[str, FileCheck], policy: str) -> list[tuple[str, str]]:
-    """Apply ``data.bad_images``: ``error`` raises :class:`BadImageError` naming every bad file; ``skip``
-    returns them (the caller drops them and reports them)."""
+def check_policy(policy: str) -> str:
+    """``data.bad_images`` itself, if it is one of :data:`BAD_IMAGE_POLICIES` (checked once, where it enters)."""
     if policy not in BAD_IMAGE_POLICIES:
         raise ValueError(f"data.bad_images must be one of {BAD_IMAGE_POLICIES}, got {policy!r}")
+    return policy
+
+
+def enforce_policy(index: DatasetIndex, checks: dict[str, FileCheck], policy: str) -> list[tuple[str, str]]:
+    """Apply a :func:`check_policy`-checked ``data.bad_images``: ``error`` raises :class:`BadImageError` naming
+    every bad file; ``skip`` returns them (the caller drops them and reports them)."""
     bad = bad_images(checks)
     if bad and policy == "error":
         raise BadImageError(
             index.abspath(bad[0][0]), bad[0][1], others=[(index.abspath(p), r) for p, r in bad[1:]]
         )
     return bad
+
+
+def _stamps(index: DatasetIndex) -> dict[str, _Stamp]:
+    return {f.path: _stamp(index.abspath(f.path)) for f in index.files}
+
+
+def _trusted(
+    stamps: dict[str, _Stamp], cached: dict[str, tuple[_Stamp, FileCheck]]
+) -> tuple[dict[str, FileCheck], list[str]]:
+    """The cached verdicts whose file still has the recorded size and mtime, and the paths that need a check."""
+    results: dict[str, FileCheck] = {}
+    todo: list[str] = []
+    for path, stamp in stamps.items():
+        hit = cached.get(path)
+        if hit is not None and hit[0] == stamp:
+            results[path] = hit[1]
+        else:
+            todo.append(path)
+    return results, todo
 
 
 def _stamp(path: Path) -> _Stamp:
@@ -143,13 +177,10 @@ def _read_cache(path: Path) -> dict[str, tuple[_Stamp, FileCheck]]:
 
 
 def _write_cache(path: Path, entries: dict[str, tuple[_Stamp, FileCheck]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename: a run killed mid-write, or two ranks writing at once, never leave a torn file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+    # Two ranks or nodes writing at once, or a run killed mid-write, never leave a torn file.
+    with write_atomically(path) as fh:
         fh.write(_CACHE_VERSION + "\n")
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(_CACHE_HEADER)
         for rel, (stamp, check) in entries.items():
             writer.writerow([rel, stamp.size, stamp.mtime_ns, check.sha1, check.error or ""])
-    os.replace(tmp, path)

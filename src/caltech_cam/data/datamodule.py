@@ -12,9 +12,25 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from caltech_cam.config import plain
-from caltech_cam.data.check import BAD_IMAGE_POLICIES, FileCheck, cache_file_for, check_images, enforce_policy
+from caltech_cam.data.check import (
+    FileCheck,
+    cache_file_for,
+    check_images,
+    check_policy,
+    enforce_policy,
+    load_checks,
+)
 from caltech_cam.data.decode import MAX_PIXELS, load_rgb
-from caltech_cam.data.index import DatasetIndex, DatasetNotFoundError, index_root, resolve_root
+from caltech_cam.data.download import download_caltech256, download_folder
+from caltech_cam.data.index import (
+    ClassFolders,
+    DataNotPreparedError,
+    DatasetIndex,
+    DatasetNotFoundError,
+    index_root,
+    list_class_dirs,
+    resolve_root,
+)
 from caltech_cam.data.presets import Preset, make_preset
 from caltech_cam.data.splits import (
     MANIFEST_NAME,
@@ -27,8 +43,11 @@ from caltech_cam.data.splits import (
     validate_manifest,
     write_manifest,
 )
-from caltech_cam.data.synthetic import ensure_synthetic, requested_params
+from caltech_cam.data.synthetic import ensure_synthetic, load_synthetic, planned_class_dirs, requested_params
 from caltech_cam.distributed import eval_sampler
+
+# Where prepare_data leaves its decode-check verdicts for every rank when data.cache_dir is null.
+CHECKS_NAME = "decode_check.tsv"
 
 
 class CaltechDataset(Dataset):
@@ -63,14 +82,21 @@ class CaltechDataset(Dataset):
         return load_rgb(self.paths[i], max_pixels=self.max_pixels)
 
 
-class CaltechDataModule(L.LightningDataModule):
-    """Caltech-256 (or the synthetic stand-in) as train/val/test loaders.
+class CaltechDataModule(L.LightningDataModule, ClassFolders):
+    """Caltech-256 (or the synthetic stand-in) as train/val/test loaders, following Lightning's data contract.
 
-    ``prepare_data`` fetches what is missing (generates the synthetic set; downloads with ``download=True``)
-    and runs the decode check (hash + full decode of every file, cached in ``cache_dir``), so a bad file
-    stops the run -- or is dropped and reported with ``bad_images="skip"`` -- before training starts.
-    ``setup`` splits (or reuses ``split_file``), writes ``split_manifest.csv`` to ``output_dir`` and builds
-    the datasets. All arguments are plain values (Hydra's ``data`` group); nested mappings may be DictConfigs.
+    - :attr:`class_dirs` (and from it :attr:`num_classes`, :attr:`class_names`) come from a cheap look at the class
+      folders (one folder listing, or the synthetic parameters): nothing is generated, downloaded, decoded or
+      written, so the model can be built before a Trainer exists, on every rank.
+    - :meth:`prepare_data` (one process per node, called by the Trainer) does all the expensive or writing work:
+      generates the synthetic set, downloads with ``download=True``, and decode-checks every file (hash + full
+      decode), writing the verdicts to :attr:`checks_file`.
+    - :meth:`setup` (every rank) indexes the root, reads those verdicts (it never decodes; a missing or stale
+      verdict is a :class:`DataNotPreparedError`), applies ``bad_images``, builds the split (deterministic from
+      ``seed`` and the files, or ``split_file``) and the datasets; global rank 0 writes ``split_manifest.csv``
+      into ``output_dir`` atomically.
+
+    All arguments are plain values (Hydra's ``data`` group); nested mappings may be DictConfigs.
     """
 
     def __init__(
@@ -97,8 +123,6 @@ class CaltechDataModule(L.LightningDataModule):
         progress: bool = False,
     ) -> None:
         super().__init__()
-        if bad_images not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"data.bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}")
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
         self.root = Path(root)
@@ -111,7 +135,7 @@ class CaltechDataModule(L.LightningDataModule):
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.split_config = SplitConfig.from_mapping(plain(split))
         self.split_file = Path(split_file) if split_file else None
-        self.bad_images = bad_images
+        self.bad_images = check_policy(bad_images)
         self.download = bool(download)
         self.synthetic: dict[str, Any] | None = plain(synthetic) or None
         self.seed = int(seed)
@@ -119,40 +143,71 @@ class CaltechDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.max_pixels = int(max_pixels)
         self.progress = bool(progress)
+        self._class_dirs: tuple[str, ...] | None = None
         self._index: DatasetIndex | None = None
         self._checks: dict[str, FileCheck] | None = None
         self._rows: list[ManifestRow] | None = None
         self._summary: dict[str, Any] = {}
-        self._warnings: list[str] = []
         self.manifest_path: Path | None = None
         self.train_dataset: CaltechDataset | None = None
         self.val_dataset: CaltechDataset | None = None
         self.test_dataset: CaltechDataset | None = None
 
-    # -- what the model needs before setup --------------------------------------------------------------
+    # -- what the model needs before a Trainer exists (cheap, writes nothing) ----------------------------
     @property
-    def num_classes(self) -> int:
-        return self._ensure_index().num_classes
+    def class_dirs(self) -> tuple[str, ...]:
+        """Class folder names in label order (``001.ak47``, ..., ``257.clutter``), from a cheap index.
+
+        Caltech layout: the names of the ``NNN.name`` folders (one directory listing). ``synthetic``: an existing
+        set's folders, else those its parameters will generate. Nothing is generated, downloaded, decoded or
+        written. A missing root with ``download=True`` is a :class:`DatasetNotFoundError` saying to fetch it
+        first with ``python -m caltech_cam.prepare`` (one process, before any rank needs the class names).
+        """
+        if self._class_dirs is None:
+            self._class_dirs = self._list_class_dirs()
+        return self._class_dirs
 
     @property
-    def class_names(self) -> list[str]:
-        """Display names in label order (``ak47``, ..., ``clutter``)."""
-        return self._ensure_index().class_names
+    def checks_file(self) -> Path | None:
+        """Where :meth:`prepare_data` writes the decode-check verdicts that :meth:`setup` reads: the cache in
+        ``cache_dir`` (kept across runs), else ``<output_dir>/decode_check.tsv`` (this run's ranks share it),
+        else ``None`` (only this process's :meth:`setup` can use them). Needs the root to exist."""
+        if self.cache_dir is not None:
+            return cache_file_for(self.cache_dir, resolve_root(self.root), self.max_pixels)
+        return self.output_dir / CHECKS_NAME if self.output_dir is not None else None
+
+    @property
+    def split_rows(self) -> list[ManifestRow]:
+        """After :meth:`setup`: every usable file with its label, split and sha1 (the manifest's rows)."""
+        if self._rows is None:
+            raise RuntimeError("call setup() before split_rows")
+        return self._rows
 
     # -- Lightning hooks ----------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Fetch what is missing and decode-check every file (rank 0; results cached in ``cache_dir``)."""
-        self._checked()
+        """Generate or download what is missing, then decode-check every file and store the verdicts in
+        :attr:`checks_file` (Lightning calls this on one process per node; files already checked with the same
+        size and mtime are trusted, so a second call decodes nothing)."""
+        self._materialize()
+        index = self._prepared_index()
+        self._checks = check_images(
+            index,
+            cache_file=self.checks_file,
+            num_threads=max(1, self.num_workers),
+            progress=self.progress,
+            max_pixels=self.max_pixels,
+        )
 
     def setup(self, stage: str | None = None) -> None:
+        """Index, read the verdicts of :meth:`prepare_data` (never decode), split, and build the datasets."""
         if self._rows is not None:
             return
-        index = self._ensure_index()
-        checks = self._checked()
+        index = self._prepared_index()
+        checks = self._checks if self._checks is not None else load_checks(index, self.checks_file)
         bad = enforce_policy(index, checks, self.bad_images)
         usable = [f for f in index.files if checks[f.path].ok]
         hashes = {f.path: checks[f.path].sha1 for f in usable}
-        warnings = [*self._warnings, *index.warnings]
+        warnings = [*self._synthetic_warnings(), *index.warnings]
         if self.split_file is not None:
             rows = read_manifest(self.split_file)
             warnings += validate_manifest(rows, usable, hashes, self.split_file)
@@ -221,44 +276,62 @@ class CaltechDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
         )
 
+    def _list_class_dirs(self) -> tuple[str, ...]:
+        if self.synthetic is not None:
+            return planned_class_dirs(self.root, **self.synthetic)
+        try:
+            return list_class_dirs(self.root)[1]
+        except DatasetNotFoundError as exc:
+            if not self.download:
+                raise
+            raise DatasetNotFoundError(
+                f"{exc}\ndata.download=true: the class names (hence the model) are needed before any process "
+                "downloads, and under DDP every rank would fetch 1.2 GB. Fetch it once first:\n"
+                f"  python -m caltech_cam.prepare data=caltech256 data.root={self.root} data.download=true\n"
+                f"(it lands in {download_folder(self.root)}), then run again."
+            ) from exc
+
     def _materialize(self) -> None:
         """Make the root exist: generate the synthetic set, or download Caltech-256 when asked to."""
         if self.synthetic is not None:
-            info = ensure_synthetic(self.root, **self.synthetic)
-            if info.params != requested_params(**self.synthetic):
-                self._warnings.append(
-                    f"the synthetic set at {self.root} was made with {info.params}, not the configured "
-                    f"{requested_params(**self.synthetic)}; using it as it is (delete the folder to regenerate)"
-                )
+            ensure_synthetic(self.root, **self.synthetic)
             return
         try:
             resolve_root(self.root)
         except DatasetNotFoundError:
             if not self.download:
                 raise
-            from torchvision.datasets import Caltech256
+            download_caltech256(self.root)
 
-            # Lands in <root>/caltech256/256_ObjectCategories, which index_root accepts.
-            Caltech256(str(self.root), download=True)
-
-    def _ensure_index(self) -> DatasetIndex:
+    def _prepared_index(self) -> DatasetIndex:
+        """The index of what :meth:`prepare_data` made, checked against the classes the model was built for."""
         if self._index is None:
-            self._materialize()
-            self._index = index_root(self.root)
+            if self.synthetic is not None and load_synthetic(self.root) is None:
+                raise DataNotPreparedError(
+                    f"no complete synthetic set at {self.root}: prepare_data() generates it, and setup() never "
+                    "does. A Lightning Trainer calls prepare_data() before setup(); outside one, call "
+                    "datamodule.prepare_data() first."
+                )
+            index = index_root(self.root)
+            if self._class_dirs is not None and index.class_dirs != self._class_dirs:
+                raise RuntimeError(
+                    f"the class folders under {index.root} changed since the model was sized: "
+                    f"{len(self._class_dirs)} classes {list(self._class_dirs[:3])}... before, "
+                    f"{index.num_classes} {list(index.class_dirs[:3])}... now"
+                )
+            self._class_dirs = index.class_dirs
+            self._index = index
         return self._index
 
-    def _checked(self) -> dict[str, FileCheck]:
-        if self._checks is None:
-            index = self._ensure_index()
-            cache = cache_file_for(self.cache_dir, index.root, self.max_pixels) if self.cache_dir else None
-            self._checks = check_images(
-                index,
-                cache_file=cache,
-                num_threads=max(1, self.num_workers),
-                progress=self.progress,
-                max_pixels=self.max_pixels,
-            )
-        return self._checks
+    def _synthetic_warnings(self) -> list[str]:
+        """A set made with other parameters than configured is used as it is (never rewritten): say so."""
+        info = load_synthetic(self.root) if self.synthetic is not None else None
+        if info is None or info.params == requested_params(**self.synthetic):
+            return []
+        return [
+            f"the synthetic set at {self.root} was made with {info.params}, not the configured "
+            f"{requested_params(**self.synthetic)}; using it as it is (delete the folder to regenerate)"
+        ]
 
     def _is_global_zero(self) -> bool:
         trainer = getattr(self, "trainer", None)

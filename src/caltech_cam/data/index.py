@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,10 @@ _FULL_MARKERS = ("001.ak47", "257.clutter")
 
 class DatasetNotFoundError(FileNotFoundError):
     """The data root is missing or holds no ``NNN.name`` class folders."""
+
+
+class DataNotPreparedError(RuntimeError):
+    """``setup`` found no (or a stale) result of ``prepare_data``: it never redoes that work itself."""
 
 
 @dataclass(frozen=True)
@@ -35,15 +40,10 @@ class Skipped:
     reason: str
 
 
-@dataclass(frozen=True)
-class DatasetIndex:
-    """What a root holds. ``root`` is the folder that contains the class folders."""
+class ClassFolders:
+    """``num_classes`` and ``class_names`` of anything that has ``class_dirs`` (``NNN.name``) in label order."""
 
-    root: Path
     class_dirs: tuple[str, ...]
-    files: tuple[ImageFile, ...]
-    skipped: tuple[Skipped, ...]
-    warnings: tuple[str, ...]
 
     @property
     def num_classes(self) -> int:
@@ -52,7 +52,18 @@ class DatasetIndex:
     @property
     def class_names(self) -> list[str]:
         """Display names without the number: ``001.ak47`` -> ``ak47``."""
-        return [CLASS_FOLDER.match(d).group(2) for d in self.class_dirs]  # type: ignore[union-attr]
+        return class_names(self.class_dirs)
+
+
+@dataclass(frozen=True)
+class DatasetIndex(ClassFolders):
+    """What a root holds. ``root`` is the folder that contains the class folders."""
+
+    root: Path
+    class_dirs: tuple[str, ...]
+    files: tuple[ImageFile, ...]
+    skipped: tuple[Skipped, ...]
+    warnings: tuple[str, ...]
 
     def abspath(self, path: str) -> Path:
         return self.root / path
@@ -68,16 +79,7 @@ def index_root(root: str | Path) -> DatasetIndex:
     skipped and listed with the reason.
     """
     class_root = resolve_root(root)
-    class_dirs: list[str] = []
-    skipped: list[Skipped] = []
-    for entry in sorted(class_root.iterdir(), key=lambda p: p.name):
-        if entry.is_dir() and CLASS_FOLDER.match(entry.name):
-            class_dirs.append(entry.name)
-        elif entry.is_dir():
-            skipped.append(Skipped(entry.name, "folder name is not NNN.name (not a class folder)"))
-        else:
-            skipped.append(Skipped(entry.name, "file outside the class folders"))
-    class_dirs.sort(key=lambda d: (int(CLASS_FOLDER.match(d).group(1)), d))  # type: ignore[union-attr]
+    class_dirs, skipped = _scan(class_root)
 
     files: list[ImageFile] = []
     warnings: list[str] = []
@@ -109,6 +111,34 @@ def index_root(root: str | Path) -> DatasetIndex:
             f"the released archive has {FULL_IMAGES:,} in {FULL_CLASSES} (incomplete extraction?)"
         )
     return DatasetIndex(class_root, tuple(class_dirs), tuple(files), tuple(skipped), tuple(warnings))
+
+
+def list_class_dirs(root: str | Path) -> tuple[Path, tuple[str, ...]]:
+    """The folder holding the class folders and their names in label order: a listing of one folder, nothing
+    inside the classes is read (cheap even for Caltech-256). :class:`DatasetNotFoundError` as :func:`resolve_root`.
+    """
+    class_root = resolve_root(root)
+    return class_root, tuple(_scan(class_root)[0])
+
+
+def class_names(class_dirs: Sequence[str]) -> list[str]:
+    """Display names without the number: ``001.ak47`` -> ``ak47``."""
+    return [CLASS_FOLDER.match(d).group(2) for d in class_dirs]  # type: ignore[union-attr]
+
+
+def _scan(class_root: Path) -> tuple[list[str], list[Skipped]]:
+    """Class folders ``NNN.name`` sorted by number (then name), and the root's other entries with the reason."""
+    class_dirs: list[str] = []
+    skipped: list[Skipped] = []
+    for entry in sorted(class_root.iterdir(), key=lambda p: p.name):
+        if entry.is_dir() and CLASS_FOLDER.match(entry.name):
+            class_dirs.append(entry.name)
+        elif entry.is_dir():
+            skipped.append(Skipped(entry.name, "folder name is not NNN.name (not a class folder)"))
+        else:
+            skipped.append(Skipped(entry.name, "file outside the class folders"))
+    class_dirs.sort(key=lambda d: (int(CLASS_FOLDER.match(d).group(1)), d))  # type: ignore[union-attr]
+    return class_dirs, skipped
 
 
 def resolve_root(root: str | Path) -> Path:

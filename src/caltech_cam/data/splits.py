@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from caltech_cam.data.atomic import write_atomically
 from caltech_cam.data.index import ImageFile
 
+# THE names of the three splits, in this order (train, then the two held-out ones).
 SPLITS = ("train", "val", "test")
 SPLIT_MODES = ("fractions", "per_class")
 MANIFEST_COLUMNS = ("path", "label", "split", "sha1")
@@ -133,10 +135,13 @@ def _targets(n: int, config: SplitConfig, class_dir: str) -> list[int]:
 
 
 def write_manifest(rows: Sequence[ManifestRow], path: str | Path) -> Path:
-    """CSV with header ``path,label,split,sha1``; paths relative to the folder holding the class folders."""
+    """CSV with header ``path,label,split,sha1``; paths relative to the folder holding the class folders.
+
+    Written to a temporary file beside ``path`` and renamed over it: a reader (another rank, a resumed job) sees
+    the old manifest or the whole new one, never a torn one, and an error mid-write leaves no partial file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with write_atomically(path) as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(MANIFEST_COLUMNS)
         writer.writerows((r.path, r.label, r.split, r.sha1) for r in rows)
