@@ -22,8 +22,8 @@ from caltech_cam.models import build_model, get_spec, split_outputs
 
 log = logging.getLogger(__name__)
 
-# The optimizer of a module built without one; equal to conf/model/optimizer/sgd.yaml, train's default
-# (tests/test_models.py::test_python_defaults_equal_the_yaml checks it).
+# What optimizer=None / scheduler=None mean: train's defaults, conf/model/optimizer/sgd.yaml and
+# conf/model/scheduler/cosine.yaml (tests/test_models.py checks they are equal). scheduler={} is no schedule.
 DEFAULT_OPTIMIZER: dict[str, Any] = {
     "_target_": "torch.optim.SGD",
     "_partial_": True,
@@ -31,6 +31,12 @@ DEFAULT_OPTIMIZER: dict[str, Any] = {
     "momentum": 0.9,
     "nesterov": True,
     "weight_decay": 1.0e-4,
+}
+DEFAULT_SCHEDULER: dict[str, Any] = {
+    "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "_partial_": True,
+    "T_max": None,
+    "interval": "epoch",
 }
 
 
@@ -176,11 +182,16 @@ class ClassifierModule(L.LightningModule):
             },
         ]
         optimizer = make_optimizer([g for g in groups if g["params"]])
-        if not self.hparams.scheduler:
+        chosen = DEFAULT_SCHEDULER if self.hparams.scheduler is None else self.hparams.scheduler
+        if not chosen:
             return optimizer
-        sched_cfg = dict(self.hparams.scheduler)
+        sched_cfg = dict(chosen)
         interval = sched_cfg.pop("interval", "epoch")
         sched_cfg["_partial_"] = True
+        if sched_cfg["_target_"].endswith("CosineAnnealingLR") and sched_cfg.get("T_max") is None:
+            # One half cosine over the whole run, in the scheduler's steps.
+            run = self.trainer.max_epochs if interval == "epoch" else self.trainer.estimated_stepping_batches
+            sched_cfg["T_max"] = int(run)
         if sched_cfg["_target_"].endswith("OneCycleLR"):
             # One peak per parameter group (keeps backbone_lr_mult), over the whole run unless given.
             sched_cfg["max_lr"] = [group["lr"] for group in optimizer.param_groups]
