@@ -125,7 +125,7 @@ def test_every_model_config_matches_its_registration() -> None:
 
 
 def test_a_new_backbone_is_one_registration() -> None:
-    """Registering a builder makes it buildable, with its declared facts, and a ClassifierModule of it trains."""
+    """Registering a builder makes it buildable, with its declared facts, and a ClassifierModule wraps it."""
     from caltech_cam.module import ClassifierModule
 
     @register_model("tiny_test_net", preset="inception", in_channels=(1,), cam_layers=("body",), head=("fc",))
