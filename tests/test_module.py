@@ -168,7 +168,7 @@ def test_checkpoint_records_the_whole_preset_in_plain_values(checkpoint):
 
 
 def test_checkpoint_in_the_old_layout_loads_with_a_warning(checkpoint, tmp_path):
-    """Today's (0.2) hyperparameter layout: the preset as name + size options. Mapped, warned, same model."""
+    """The layout before this change: the preset as name + size options. Mapped, warned, same model."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     ckpt["hyper_parameters"]["preset"] = {
         "name": "inception",
@@ -179,7 +179,7 @@ def test_checkpoint_in_the_old_layout_loads_with_a_warning(checkpoint, tmp_path)
     }
     old = tmp_path / "old.ckpt"
     torch.save(ckpt, old)
-    with pytest.warns(FutureWarning, match=r"layout before caltech_cam 0.3.*preset 'inception'"):
+    with pytest.warns(FutureWarning, match=r"old layout, name and sizes only.*preset 'inception'"):
         module = load_classifier(old)
     new = load_classifier(checkpoint)
     assert module.preset == new.preset and module.preset.output_size == 35

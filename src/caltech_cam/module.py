@@ -69,6 +69,8 @@ class ClassifierModule(L.LightningModule):
     All arguments are plain values (names, numbers, lists, dicts) so that checkpoints load with
     `torch.load(weights_only=True)` and record the whole experiment. `preset` is a preset name, a name with
     size overrides, or a whole `Preset.as_dict()`; it is recorded whole, so a checkpoint keeps its normalization.
+    `optimizer`/`scheduler` are dicts with `_target_` (Hydra partials); None is train's default
+    (`DEFAULT_OPTIMIZER`, `DEFAULT_SCHEDULER`) and `scheduler={}` keeps the learning rate constant.
     """
 
     def __init__(
@@ -227,15 +229,15 @@ class ClassifierModule(L.LightningModule):
 def upgrade_hparams(hparams: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Any]:
     """Hyperparameters of an older checkpoint in today's layout, with a FutureWarning naming what was mapped.
 
-    Before 0.3 the preset was recorded as its name and size options ({"name", "resize", "crop", ...}); it is
-    rebuilt from today's definition of that preset (mean/std), which is what loading it always meant.
+    Older checkpoints record the preset as its name and size options ({"name", "resize", "crop", ...}); it is
+    rebuilt from today's definition of that preset (mean/std), which is what loading them always meant.
     """
     hparams = dict(hparams)
     preset = hparams.get("preset")
     if isinstance(preset, Mapping) and "in_channels" not in preset:
         hparams["preset"] = as_preset(preset).as_dict()
         warnings.warn(
-            f"{source} records its preset in the layout before caltech_cam 0.3 ({dict(preset)}); it is read as "
+            f"{source} records its preset in the old layout, name and sizes only ({dict(preset)}); it is read as "
             f"preset {preset['name']!r} with today's normalization. Re-save it (trainer.save_checkpoint) to keep "
             "the new layout; the old one will stop loading in a later release.",
             FutureWarning,
