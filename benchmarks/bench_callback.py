@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from caltech_cam.callbacks import GradCAMLogger
 from caltech_cam.data import CaltechDataModule, CaltechDataset, ensure_synthetic
+from caltech_cam.models import get_spec
 from caltech_cam.module import ClassifierModule
 
 
@@ -52,7 +53,7 @@ def main() -> None:
         images_per_class=-(-args.images // classes),
         seed=0,
     ).root
-    preset = "inception" if "inception" in args.model else "resnet"
+    preset = get_spec(args.model).preset
     datamodule = CaltechDataModule(
         root,
         preset=preset,

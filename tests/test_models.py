@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torchvision.models import inception_v3, resnet50
 
+from caltech_cam.config import config_dir
+from caltech_cam.data import PRESET_NAMES
 from caltech_cam.models import (
     MODEL_SPECS,
     MissingWeightsError,
     ModelSpec,
     UnknownModelError,
     build_model,
+    register_model,
 )
-from caltech_cam.models.weights import RESNET50_WEIGHTS, hub_cache_path, sum_input_channels
+from caltech_cam.models.weights import RESNET50_WEIGHTS, hub_cache_path, sum_input_channels, under
 
 NUM_CLASSES = 5
+# torchvision's published ImageNet statistics, written out as the oracle (not imported from the code under test).
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -98,11 +104,60 @@ def test_specs_are_consistent() -> None:
     for name, spec in MODEL_SPECS.items():
         assert isinstance(spec, ModelSpec) and spec.name == name
         assert spec.preset in spec.allowed_presets
+        assert spec.in_channels == ((CASES[name][0],) if name.endswith("resnet50") else (1, 3))
         assert spec.cam_layers == tuple(CASES[name][2])
     assert MODEL_SPECS["inception_v3"].preset == "inception" and MODEL_SPECS["resnet50"].preset == "resnet"
+    # A preset fixes the channels (resnet 3, inception 1): the allowed presets follow from the stem's channels.
+    assert MODEL_SPECS["resnet50"].allowed_presets == ("resnet",)
+    assert set(MODEL_SPECS["inception_v3"].allowed_presets) == set(PRESET_NAMES)
     spec = MODEL_SPECS["inception_v3"]
-    assert spec.is_head("AuxLogits.fc.weight") and spec.is_head("fc.bias")
+    assert spec.is_head("AuxLogits.fc.weight") and spec.is_head("fc.bias") and spec.is_head("fc")
     assert not spec.is_head("AuxLogits.conv0.conv.weight") and not spec.is_head("fcx.weight")
+    assert under("AuxLogits.fc.weight", ("AuxLogits",)) and not under("AuxLogitsX.fc", ("AuxLogits",))
+
+
+def test_every_model_config_matches_its_registration() -> None:
+    """conf/model/<name>.yaml names a registered model and its default preset; every model has one."""
+    files = {p.stem: OmegaConf.load(p) for p in (config_dir() / "model").glob("*.yaml")}
+    assert set(files) == set(MODEL_SPECS)
+    for name, node in files.items():
+        assert node.model_name == name and node.preset == MODEL_SPECS[name].preset, name
+
+
+def test_a_new_backbone_is_one_registration() -> None:
+    """Registering a builder makes it buildable, with its declared facts, and a ClassifierModule wraps it."""
+    from caltech_cam.module import ClassifierModule
+
+    @register_model("tiny_test_net", preset="inception", in_channels=(1,), cam_layers=("body",), head=("fc",))
+    def build_tiny(num_classes: int, *, in_channels: int, **_: object) -> nn.Module:
+        return nn.Sequential(
+            OrderedDict(
+                body=nn.Conv2d(in_channels, 4, 3),
+                pool=nn.AdaptiveAvgPool2d(1),
+                flat=nn.Flatten(),
+                fc=nn.Linear(4, num_classes),
+            )
+        )
+
+    try:
+        spec = MODEL_SPECS["tiny_test_net"]
+        assert (spec.build, spec.allowed_presets, spec.head_prefixes) == (build_tiny, ("inception",), ("fc",))
+        module = ClassifierModule("tiny_test_net", 3, preset={"name": "inception", "resize": 16})
+        assert module.cam_layers == ["body"] and module.preset.in_channels == 1
+        assert [id(p) for p in module.head_parameters()] == [id(p) for p in module.model.fc.parameters()]
+        assert module(torch.zeros(2, 1, 14, 14)).shape == (2, 3)
+        with pytest.raises(ValueError, match=r"tiny_test_net.*cannot take preset 'resnet'.*\['inception'\]"):
+            ClassifierModule("tiny_test_net", 3, preset="resnet")
+        with pytest.raises(ValueError, match="registered twice"):
+            register_model("tiny_test_net", preset="inception", in_channels=(1,), cam_layers=(), head=())(
+                build_tiny
+            )
+    finally:
+        del MODEL_SPECS["tiny_test_net"]
+    # A default preset the stem cannot take is refused when the model registers, not when a run starts.
+    with pytest.raises(ValueError, match=r"cannot take preset 'resnet' \(the default preset of rgb_less\)"):
+        register_model("rgb_less", preset="resnet", in_channels=(1,), cam_layers=(), head=())(build_tiny)
+    assert "rgb_less" not in MODEL_SPECS
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
+from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
 
-from caltech_cam.module import ClassifierModule
+from caltech_cam.config import config_dir
+from caltech_cam.data import make_preset
+from caltech_cam.models import MODEL_SPECS
+from caltech_cam.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, ClassifierModule, load_classifier
 from tests.conftest import compose_train, tiny_overrides
 
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "momentum": 0.9}
@@ -16,7 +25,49 @@ SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "momentum": 
 
 def small(model: str = "my_inception_v3", **kwargs) -> ClassifierModule:
     preset = {"name": "inception", "resize": 80, "crop": 76}
-    return ClassifierModule(model, 6, preset=preset, optimizer=SGD, **kwargs)
+    return ClassifierModule(model, 6, preset=preset, optimizer=SGD, **{"scheduler": {}, **kwargs})
+
+
+class _Trainer:  # configure_optimizers only asks for the run's length
+    max_epochs = 7
+    estimated_stepping_batches = 12
+
+
+# ------------------------------------------------------------------------------------------ one source of defaults
+# Arguments the data supplies when `build_module` instantiates the model node (YAML: ??? or null).
+FROM_THE_DATA = {"num_classes", "class_names", "preset"}
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_SPECS))
+def test_python_defaults_equal_the_yaml(model):
+    """Every key of conf/classifier.yaml is an argument whose Python default is the YAML value, unless the model's
+    own file overrides it; optimizer=None/scheduler=None are train's default optimizer and scheduler files."""
+    shared = OmegaConf.load(config_dir() / "classifier.yaml")
+    own = OmegaConf.load(config_dir() / "model" / f"{model}.yaml")
+    composed = compose_train([f"model={model}"]).model
+    params = inspect.signature(ClassifierModule).parameters
+    arguments = [k for k in shared if not k.startswith("_") and k not in ("defaults", "small_input")]
+    assert set(arguments) | {"class_names", "optimizer", "scheduler"} == set(params) - {"self"}
+    for key in arguments:
+        if key in own or key in FROM_THE_DATA or params[key].default is inspect.Parameter.empty:
+            continue
+        assert composed[key] == params[key].default, f"model.{key}: YAML {composed[key]!r} != Python"
+    assert OmegaConf.to_container(composed.optimizer) == DEFAULT_OPTIMIZER
+    scheduler = OmegaConf.to_container(composed.scheduler)
+    assert scheduler == DEFAULT_SCHEDULER, "conf/model/scheduler/cosine.yaml != DEFAULT_SCHEDULER"
+    # What differs per model is what the registry and the weights say: pretrained where ImageNet weights exist.
+    assert composed.pretrained == (model != "my_inception_v3")
+
+
+def test_default_scheduler_is_one_cosine_over_the_run():
+    module = ClassifierModule("my_inception_v3", 3, preset={"name": "inception", "resize": 40, "crop": 36})
+    module.trainer = _Trainer()  # type: ignore[assignment]
+    config = module.configure_optimizers()
+    assert type(config["optimizer"]).__name__ == "SGD" and config["lr_scheduler"]["interval"] == "epoch"
+    assert config["lr_scheduler"]["scheduler"].T_max == 7
+    assert module.hparams.backbone_lr_mult == 0.1 and module.hparams.pretrained is False
+    head, backbone = config["optimizer"].param_groups
+    assert (head["lr"], backbone["lr"]) == pytest.approx((0.01, 0.001))
 
 
 def test_head_and_backbone_learning_rates():
@@ -67,10 +118,6 @@ def test_onecycle_peaks_per_group_over_the_whole_run(tmp_path, synthetic_root):
     )
     cfg.paths.output_dir = str(tmp_path)
     module = build_module(cfg, build_datamodule(cfg.data))
-
-    class _Trainer:  # configure_optimizers only asks for the run's length
-        estimated_stepping_batches = 12
-
     module.trainer = _Trainer()  # type: ignore[assignment]
     config = module.configure_optimizers()
     scheduler = config["lr_scheduler"]["scheduler"]
@@ -82,3 +129,70 @@ def test_onecycle_peaks_per_group_over_the_whole_run(tmp_path, synthetic_root):
     # OneCycle starts at max_lr / div_factor (25)
     assert [g["lr"] for g in config["optimizer"].param_groups] == pytest.approx([lr / 25, lr * 0.5 / 25])
     assert not math.isnan(peaks[0])
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, one_thread) -> Path:
+    """A checkpoint written by today's code: one step of my_inception_v3 at 36 px on random data."""
+    torch.manual_seed(0)
+    module = ClassifierModule(
+        "my_inception_v3", 3, ["a", "b", "c"], preset={"name": "inception", "resize": 40}
+    )
+    data = TensorDataset(torch.randn(4, 1, 35, 35), torch.tensor([0, 1, 2, 0]))
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(data, batch_size=2))
+    path = tmp_path_factory.mktemp("ckpt") / "epoch000.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_checkpoint_records_the_whole_preset_in_plain_values(checkpoint):
+    hparams = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hparams["preset"] == make_preset("inception", resize=40).as_dict()
+    assert hparams["preset"]["crop"] == 35 and hparams["preset"]["in_channels"] == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        module = load_classifier(checkpoint)
+    assert module.preset == make_preset("inception", resize=40) and module.class_names == ["a", "b", "c"]
+    assert not module.training
+
+
+def test_checkpoint_in_the_old_layout_loads_with_a_warning(checkpoint, tmp_path):
+    """The layout before this change: the preset as name + size options. Mapped, warned, same model."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["preset"] = {
+        "name": "inception",
+        "resize": 40,
+        "crop": None,
+        "random_resized_crop": False,
+        "hflip": False,
+    }
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    with pytest.warns(FutureWarning, match=r"old layout, name and sizes only.*preset 'inception'"):
+        module = load_classifier(old)
+    new = load_classifier(checkpoint)
+    assert module.preset == new.preset and module.preset.output_size == 35
+    x = torch.randn(2, 1, 35, 35)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), new(x), rtol=0, atol=0)
+
+
+def test_missing_checkpoint_names_the_files_train_writes(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"epochNNN\.ckpt.*last\.ckpt") as info:
+        load_classifier(tmp_path / "best.ckpt")
+    assert "best.ckpt or" not in str(info.value)
+    not_lightning = tmp_path / "weights.pth"
+    torch.save({"fc.weight": torch.zeros(1)}, not_lightning)
+    with pytest.raises(ValueError, match=r"not a Lightning checkpoint.*'fc.weight'"):
+        load_classifier(not_lightning)

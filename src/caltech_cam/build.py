@@ -20,19 +20,10 @@ from caltech_cam.module import ClassifierModule
 
 log = logging.getLogger(__name__)
 
-# Keys of the `model` config group that are not ClassifierModule arguments.
-_MODEL_CONFIG_ONLY = {"preset", "num_classes", "small_input"}
-
 
 def check_model_config(cfg: DictConfig) -> None:
     """Refuse an unknown model or a preset it cannot take before any data is touched (indexing 30k files)."""
-    spec = get_spec(cfg.model.model_name)
-    preset = cfg.data.preset
-    if preset not in spec.allowed_presets:
-        raise ValueError(
-            f"Model {spec.name!r} cannot take preset {preset!r} (data.preset); "
-            f"expected one of {list(spec.allowed_presets)}."
-        )
+    get_spec(cfg.model.model_name).check_preset(cfg.data.preset, key="data.preset")
 
 
 def build_datamodule(data: DictConfig) -> CaltechDataModule:
@@ -43,28 +34,22 @@ def build_datamodule(data: DictConfig) -> CaltechDataModule:
 
 
 def build_module(cfg: DictConfig, datamodule: CaltechDataModule) -> ClassifierModule:
-    """The LightningModule for `cfg.model`, sized by the data and fed by its preset."""
-    model_cfg = plain(cfg.model)
-    num_classes = model_cfg.get("num_classes")
-    if num_classes is not None and num_classes != datamodule.num_classes:
+    """`instantiate(cfg.model)`: the YAML is ClassifierModule's constructor; the data adds its class count, class
+    names and preset (which replace `model.num_classes` and `model.preset`) as instantiate keyword arguments."""
+    declared = cfg.model.get("num_classes")
+    if declared is not None and declared != datamodule.num_classes:
         raise ValueError(
-            f"model.num_classes={num_classes} disagrees with the data, which has {datamodule.num_classes} classes "
-            f"(data.root={cfg.data.root}); leave model.num_classes=null to take it from the data."
+            f"model.num_classes={declared} disagrees with the data, which has {datamodule.num_classes} classes "
+            f"(data.root={datamodule.root}); leave model.num_classes=null to take it from the data."
         )
-    preset = datamodule.preset
-    kwargs = {k: v for k, v in model_cfg.items() if k not in _MODEL_CONFIG_ONLY}
-    return ClassifierModule(
-        **kwargs,
+    # `small_input` is the one model setting that is not an argument: experiment=demo sizes the data with it.
+    node = plain(cfg.model)
+    node.pop("small_input", None)
+    return instantiate(
+        node,
         num_classes=datamodule.num_classes,
         class_names=list(datamodule.class_names),
-        preset={
-            "name": preset.name,
-            "resize": preset.resize,
-            "crop": preset.crop,
-            "random_resized_crop": preset.random_resized_crop,
-            "hflip": preset.hflip,
-        },
-        monitor=cfg.get("optimized_metric", "val/acc_top1"),
+        preset=datamodule.preset.as_dict(),
     )
 
 

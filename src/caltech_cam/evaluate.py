@@ -16,7 +16,8 @@ from caltech_cam.module import ClassifierModule, load_classifier
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("test", "val")
+# The splits a checkpoint can be scored on (data.splits.SPLITS are the three a split makes).
+EVAL_SPLITS = ("test", "val")
 
 
 def training_config(cfg: DictConfig, module: ClassifierModule, run_dir: Path | None) -> DictConfig:
@@ -27,8 +28,8 @@ def training_config(cfg: DictConfig, module: ClassifierModule, run_dir: Path | N
                 f"No training config next to {cfg.ckpt_path} (expected <run dir>/.hydra/config.yaml); "
                 "pass data.root=<Caltech-layout folder> (and data.split_file=<split_manifest.csv> to reuse a split)."
             )
-        data = OmegaConf.load(config_dir() / "data" / "caltech256.yaml")
-        data.pop("defaults", None)
+        # conf/data/caltech256.yaml, composed into `fallback_data` by evaluate.yaml's defaults.
+        data = OmegaConf.create(OmegaConf.to_container(cfg.fallback_data, resolve=False))
         trained = OmegaConf.create({"data": data, "seed": cfg.seed, "paths": cfg.paths})
     else:
         trained = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
@@ -47,8 +48,8 @@ def training_config(cfg: DictConfig, module: ClassifierModule, run_dir: Path | N
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.split not in SPLITS:
-        raise ValueError(f"split={cfg.split!r}; expected one of {SPLITS}.")
+    if cfg.split not in EVAL_SPLITS:
+        raise ValueError(f"split={cfg.split!r}; expected one of {EVAL_SPLITS}.")
     ckpt = Path(cfg.ckpt_path)
     module = load_classifier(ckpt)
     trained = training_config(cfg, module, training_run_dir(ckpt))

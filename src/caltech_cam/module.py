@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,22 +12,43 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from caltech_cam.config import config_dir
 from caltech_cam.data.presets import Preset, make_preset
 from caltech_cam.metrics import ImageCount, MeanClassAccuracy
 from caltech_cam.models import build_model, get_spec, split_outputs
 
 log = logging.getLogger(__name__)
 
+# What optimizer=None / scheduler=None mean: train's defaults, conf/model/optimizer/sgd.yaml and
+# conf/model/scheduler/cosine.yaml (tests/test_models.py checks they are equal). scheduler={} is no schedule.
+DEFAULT_OPTIMIZER: dict[str, Any] = {
+    "_target_": "torch.optim.SGD",
+    "_partial_": True,
+    "lr": 0.01,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 1.0e-4,
+}
+DEFAULT_SCHEDULER: dict[str, Any] = {
+    "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "_partial_": True,
+    "T_max": None,
+    "interval": "epoch",
+}
 
-def default_optimizer() -> dict[str, Any]:
-    """`conf/model/optimizer/sgd.yaml`, the optimizer of `train`, for modules built without one."""
-    return OmegaConf.to_container(OmegaConf.load(config_dir() / "model" / "optimizer" / "sgd.yaml"))
+
+def as_preset(preset: str | Mapping[str, Any]) -> Preset:
+    """A `Preset` from its name, from a name with size overrides ({"name", "resize", "crop", ...}: `make_preset`),
+    or from a whole recorded preset (`Preset.as_dict()`, as checkpoints hold it)."""
+    if isinstance(preset, str):
+        return make_preset(preset)
+    if "in_channels" in preset:
+        return Preset.from_dict(preset)
+    options = dict(preset)
+    return make_preset(options.pop("name"), **options)
 
 
 def _accuracy_metrics(num_classes: int, prefix: str, per_class: bool) -> MetricCollection:
@@ -43,8 +66,12 @@ def _accuracy_metrics(num_classes: int, prefix: str, per_class: bool) -> MetricC
 class ClassifierModule(L.LightningModule):
     """Fine-tunes one of `MODEL_SPECS` on images prepared by a `Preset`.
 
-    All constructor arguments are plain values (names, numbers, lists, dicts) so that checkpoints load with
-    `torch.load(weights_only=True)` and record the whole experiment.
+    `conf/model/<name>.yaml` is this constructor's config (one `instantiate`); its defaults equal these.
+    All arguments are plain values (names, numbers, lists, dicts) so that checkpoints load with
+    `torch.load(weights_only=True)` and record the whole experiment. `preset` is a preset name, a name with
+    size overrides, or a whole `Preset.as_dict()`; it is recorded whole, so a checkpoint keeps its normalization.
+    `optimizer`/`scheduler` are dicts with `_target_` (Hydra partials); None is train's default
+    (`DEFAULT_OPTIMIZER`, `DEFAULT_SCHEDULER`) and `scheduler={}` keeps the learning rate constant.
     """
 
     def __init__(
@@ -52,12 +79,12 @@ class ClassifierModule(L.LightningModule):
         model_name: str,
         num_classes: int,
         class_names: list[str] | None = None,
-        preset: dict[str, Any] | None = None,
+        preset: str | dict[str, Any] | None = None,
         pretrained: bool = False,
         weights_path: str | None = None,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
-        backbone_lr_mult: float = 1.0,
+        backbone_lr_mult: float = 0.1,
         freeze_backbone_epochs: int = 0,
         label_smoothing: float = 0.0,
         aux_weight: float = 0.4,
@@ -66,31 +93,28 @@ class ClassifierModule(L.LightningModule):
     ) -> None:
         super().__init__()
         spec = get_spec(model_name)
-        preset = dict(preset or {"name": spec.preset})
-        if preset["name"] not in spec.allowed_presets:
-            raise ValueError(
-                f"Model {model_name!r} cannot take preset {preset['name']!r}; "
-                f"expected one of {list(spec.allowed_presets)}."
-            )
+        resolved = as_preset(spec.preset if preset is None else preset)
+        spec.check_preset(resolved.name)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"num_classes={num_classes} but {len(class_names)} class names were given.")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+        preset = resolved.as_dict()  # what save_hyperparameters records
         self.save_hyperparameters()
 
         self.spec = spec
-        self.preset: Preset = make_preset(**preset)
+        self.preset: Preset = resolved
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.cam_layers = list(spec.cam_layers)
         self.model = build_model(
             model_name,
             num_classes,
-            in_channels=self.preset.in_channels,
+            in_channels=resolved.in_channels,
             pretrained=pretrained,
             weights_path=weights_path,
-            image_size=self.preset.output_size,
-            input_mean=self.preset.mean,
-            input_std=self.preset.std,
+            image_size=resolved.output_size,
+            input_mean=resolved.mean,
+            input_std=resolved.std,
         )
         self.train_metrics = _accuracy_metrics(num_classes, "train/", per_class=False)
         self.val_metrics = _accuracy_metrics(num_classes, "val/", per_class=True)
@@ -140,10 +164,6 @@ class ClassifierModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test", self.test_metrics)
 
-    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x).softmax(dim=-1)
-
     # ----------------------------------------------------------------------------------------- optimisation
     def backbone_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.model.named_parameters() if not self.spec.is_head(n)]
@@ -152,7 +172,7 @@ class ClassifierModule(L.LightningModule):
         return [p for n, p in self.model.named_parameters() if self.spec.is_head(n)]
 
     def configure_optimizers(self) -> Any:
-        cfg = dict(self.hparams.optimizer or default_optimizer())
+        cfg = dict(self.hparams.optimizer or DEFAULT_OPTIMIZER)
         cfg["_partial_"] = True
         make_optimizer = instantiate(cfg)
         base_lr = make_optimizer.keywords.get("lr", 1e-3)
@@ -165,11 +185,16 @@ class ClassifierModule(L.LightningModule):
             },
         ]
         optimizer = make_optimizer([g for g in groups if g["params"]])
-        if not self.hparams.scheduler:
+        chosen = DEFAULT_SCHEDULER if self.hparams.scheduler is None else self.hparams.scheduler
+        if not chosen:
             return optimizer
-        sched_cfg = dict(self.hparams.scheduler)
+        sched_cfg = dict(chosen)
         interval = sched_cfg.pop("interval", "epoch")
         sched_cfg["_partial_"] = True
+        if sched_cfg["_target_"].endswith("CosineAnnealingLR") and sched_cfg.get("T_max") is None:
+            # One half cosine over the whole run, in the scheduler's steps.
+            run = self.trainer.max_epochs if interval == "epoch" else self.trainer.estimated_stepping_batches
+            sched_cfg["T_max"] = int(run)
         if sched_cfg["_target_"].endswith("OneCycleLR"):
             # One peak per parameter group (keeps backbone_lr_mult), over the whole run unless given.
             sched_cfg["max_lr"] = [group["lr"] for group in optimizer.param_groups]
@@ -202,15 +227,45 @@ class ClassifierModule(L.LightningModule):
                 p.grad = None
 
 
+def upgrade_hparams(hparams: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Any]:
+    """Hyperparameters of an older checkpoint in today's layout, with a FutureWarning naming what was mapped.
+
+    Older checkpoints record the preset as its name and size options ({"name", "resize", "crop", ...}); it is
+    rebuilt from today's definition of that preset (mean/std), which is what loading them always meant.
+    """
+    hparams = dict(hparams)
+    preset = hparams.get("preset")
+    if isinstance(preset, Mapping) and "in_channels" not in preset:
+        hparams["preset"] = as_preset(preset).as_dict()
+        warnings.warn(
+            f"{source} records its preset in the old layout, name and sizes only ({dict(preset)}); it is read as "
+            f"preset {preset['name']!r} with today's normalization. Re-save it (trainer.save_checkpoint) to keep "
+            "the new layout; the old one will stop loading in a later release.",
+            FutureWarning,
+            stacklevel=3,
+        )
+    return hparams
+
+
 def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> ClassifierModule:
-    """A trained `ClassifierModule` from a `train` checkpoint, in eval mode (pretrained weights are not re-fetched)."""
+    """A trained `ClassifierModule` from a `train` checkpoint, in eval mode (pretrained weights are not re-fetched).
+
+    Checkpoints from older releases load too: their hyperparameters are mapped by `upgrade_hparams`.
+    """
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"Checkpoint not found: {path}. Expected a .ckpt written by `python -m caltech_cam.train` "
-            "(e.g. <run dir>/checkpoints/best.ckpt or last.ckpt)."
+            f"Checkpoint not found: {path}. Expected a .ckpt written by `python -m caltech_cam.train`: "
+            "<run dir>/checkpoints/epochNNN.ckpt (the best epochs, also named in <run dir>/metrics.json as "
+            "best_checkpoint) or <run dir>/checkpoints/last.ckpt."
         )
-    module = ClassifierModule.load_from_checkpoint(
-        path, map_location=map_location, weights_only=True, pretrained=False, weights_path=None
-    )
-    return module.eval()
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    if "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
+        raise ValueError(
+            f"{path} is not a Lightning checkpoint of ClassifierModule (it has {sorted(checkpoint)[:6]}, "
+            "expected 'hyper_parameters' and 'state_dict')."
+        )
+    hparams = upgrade_hparams(checkpoint["hyper_parameters"], source=str(path))
+    module = ClassifierModule(**{**hparams, "pretrained": False, "weights_path": None})
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.to(map_location).eval()

@@ -1,7 +1,10 @@
-"""Backbones by name: `build_model(name, num_classes, ...)`, each declaring its preset and Grad-CAM layers."""
+"""Backbones by name: `build_model(name, num_classes, ...)`; each registers itself (`register_model`) beside its
+builder, declaring its input channels, preset, Grad-CAM layers and head. Importing this package registers them."""
 
+# Importing a backbone module registers it.
+from . import inception, my_inception, my_resnet, resnet  # noqa: F401
 from .outputs import logits_of, split_outputs
-from .registry import MODEL_SPECS, ModelSpec, UnknownModelError, build_model, get_spec
+from .registry import MODEL_SPECS, ModelSpec, UnknownModelError, build_model, get_spec, register_model
 from .weights import MissingWeightsError
 
 __all__ = [
@@ -12,5 +15,6 @@ __all__ = [
     "build_model",
     "get_spec",
     "logits_of",
+    "register_model",
     "split_outputs",
 ]

@@ -9,6 +9,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import Inception3
 
+from caltech_cam.data.presets import IMAGENET_MEAN, IMAGENET_STD
+
+from .registry import register_model
 from .weights import INCEPTION_V3_WEIGHTS, fetch_state_dict, load_backbone
 
 log = logging.getLogger(__name__)
@@ -17,9 +20,6 @@ HEAD = ("fc", "AuxLogits.fc")
 # Below this size the aux head's 5x5 conv meets a smaller feature map and crashes in training.
 AUX_MIN_SIZE = 299
 STEM = "Conv2d_1a_3x3.conv.weight"
-# torchvision's ImageNet normalization: its `transform_input` assumes it for 3-channel inputs.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class InceptionV3(Inception3):
@@ -64,6 +64,14 @@ def google_affine(mean: Sequence[float], std: Sequence[float]) -> tuple[list[flo
     return [s / 0.5 for s in std], [(m - 0.5) / 0.5 for m in mean]
 
 
+# Gray (the stem's RGB filters summed) or RGB: both presets.
+@register_model(
+    "inception_v3",
+    preset="inception",
+    in_channels=(1, 3),
+    cam_layers=("Mixed_5d", "Mixed_6e", "Mixed_7c"),
+    head=HEAD,
+)
 def build_inception_v3(
     num_classes: int,
     *,
@@ -92,6 +100,7 @@ def build_inception_v3(
                     "inception_v3 with pretrained weights and a gray input needs input_mean/input_std "
                     "(the preset's normalization) to map it to the weights' (p - 0.5) / 0.5"
                 )
+            # torchvision's `transform_input` assumes ImageNet-normalized RGB.
             input_mean, input_std = IMAGENET_MEAN, IMAGENET_STD
         scale, shift = google_affine(input_mean, input_std)
     # init_weights=False when pretrained: torchvision's truncated-normal init is slow and overwritten anyway.

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .registry import register_model
+
 HEAD = ("fc",)
 DROPOUT = 0.4
 
@@ -78,6 +80,20 @@ class MyInceptionV3(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 
 
-def build_my_inception_v3(num_classes: int, *, in_channels: int = 3) -> MyInceptionV3:
+@register_model(
+    "my_inception_v3",
+    preset="inception",
+    in_channels=(1, 3),
+    cam_layers=("inception3a", "inception3b", "inception4a", "inception4b"),
+    head=HEAD,
+)
+def build_my_inception_v3(
+    num_classes: int, *, in_channels: int = 3, pretrained: bool = False, **_: object
+) -> MyInceptionV3:
     """Table 2's network for `in_channels` (1 gray or 3 RGB), from scratch."""
+    if pretrained:
+        raise ValueError(
+            "my_inception_v3 has no pretrained weights (Table 2's layout was never trained on ImageNet); "
+            "use model.pretrained=false, or model=inception_v3 for ImageNet weights"
+        )
     return MyInceptionV3(num_classes, in_channels=in_channels)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .registry import register_model
+from .resnet import STAGES as CAM_LAYERS
 from .weights import RESNET50_WEIGHTS, fetch_state_dict, load_backbone
 
 HEAD = ("head", "classifier")
@@ -90,8 +92,9 @@ class MyResNet50(nn.Module):
         return self.classifier(self.head(self.forward_features(x)))
 
 
+@register_model("my_resnet50", preset="resnet", in_channels=(3,), cam_layers=CAM_LAYERS, head=HEAD)
 def build_my_resnet50(
-    num_classes: int, *, pretrained: bool = False, weights_path: str | None = None
+    num_classes: int, *, pretrained: bool = False, weights_path: str | None = None, **_: object
 ) -> MyResNet50:
     """Table 1's ResNet-50; with `pretrained`, resnet50's ImageNet backbone weights (its `fc` is dropped)."""
     model = MyResNet50(num_classes)

@@ -1,73 +1,90 @@
-"""The four backbones by name: what each declares (`ModelSpec`) and `build_model`, the one place inputs are checked."""
+"""The model registry: each backbone describes itself once, beside its builder (timm's `@register_model`).
+
+A registration carries everything the rest of the project asks about a backbone: its builder, the input channels
+it takes (which fix the presets it can be fed), its default preset, its Grad-CAM layers and its new head.
+Adding a backbone is one `@register_model(...)` on its builder, its module imported in `models/__init__.py`, and a
+short `conf/model/<name>.yaml`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from torch import nn
 
-from . import inception, my_inception, my_resnet, resnet
+from caltech_cam.data.presets import PRESET_NAMES, make_preset
+
+from .weights import under
+
+# A builder is called as build(num_classes, *, in_channels, pretrained, weights_path, image_size, input_mean,
+# input_std) after `build_model` has checked those values; it may ignore the ones it has no use for (`**_`).
+Builder = Callable[..., nn.Module]
+B = TypeVar("B", bound=Builder)
 
 
 class UnknownModelError(ValueError):
     """A model name that is not in `MODEL_SPECS`."""
 
 
+def preset_channels(preset: str) -> int:
+    """The number of channels preset `preset` feeds a model (resnet: 3 RGB, inception: 1 gray)."""
+    return make_preset(preset).in_channels
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a backbone declares to the rest of the project."""
+    """What a backbone declares to the rest of the project (one registration, see `register_model`)."""
 
     name: str  # "resnet50" | "inception_v3" | "my_resnet50" | "my_inception_v3"
+    build: Builder
+    in_channels: tuple[int, ...]  # input channels its stem takes
     preset: str  # default augmentation preset
-    allowed_presets: tuple[str, ...]
     cam_layers: tuple[str, ...]  # module names in named_modules() of the built model (Grad-CAM targets)
     head_prefixes: tuple[str, ...]  # module names of the new head (separate learning rate, freezing)
 
+    @property
+    def allowed_presets(self) -> tuple[str, ...]:
+        """The presets whose channel count the stem takes: a preset fixes the channels, the model takes some."""
+        return tuple(p for p in PRESET_NAMES if preset_channels(p) in self.in_channels)
+
+    def check_preset(self, preset: str, key: str = "preset") -> None:
+        """The one check that this model can be fed preset `preset` (`key` names the setting in the error)."""
+        if preset not in self.allowed_presets:
+            raise ValueError(
+                f"Model {self.name!r} cannot take preset {preset!r} ({key}); "
+                f"expected one of {list(self.allowed_presets)}."
+            )
+
     def is_head(self, param_name: str) -> bool:
-        """Whether a parameter/state-dict name of the built model belongs to the new head."""
-        return any(param_name == p or param_name.startswith(p + ".") for p in self.head_prefixes)
+        """Whether a parameter/module/state-dict name of the built model belongs to the new head."""
+        return under(param_name, self.head_prefixes)
 
 
-# "inception" feeds one gray channel, "resnet" RGB: only the Inception backbones take both.
-MODEL_SPECS: dict[str, ModelSpec] = {
-    "resnet50": ModelSpec(
-        name="resnet50",
-        preset="resnet",
-        allowed_presets=("resnet",),
-        cam_layers=("layer1", "layer2", "layer3", "layer4"),
-        head_prefixes=resnet.HEAD,
-    ),
-    "inception_v3": ModelSpec(
-        name="inception_v3",
-        preset="inception",
-        allowed_presets=("inception", "resnet"),
-        cam_layers=("Mixed_5d", "Mixed_6e", "Mixed_7c"),
-        head_prefixes=inception.HEAD,
-    ),
-    "my_resnet50": ModelSpec(
-        name="my_resnet50",
-        preset="resnet",
-        allowed_presets=("resnet",),
-        cam_layers=("layer1", "layer2", "layer3", "layer4"),
-        head_prefixes=my_resnet.HEAD,
-    ),
-    "my_inception_v3": ModelSpec(
-        name="my_inception_v3",
-        preset="inception",
-        allowed_presets=("inception", "resnet"),
-        cam_layers=("inception3a", "inception3b", "inception4a", "inception4b"),
-        head_prefixes=my_inception.HEAD,
-    ),
-}
+MODEL_SPECS: dict[str, ModelSpec] = {}
 
-# Input channels each backbone takes: the ResNets' pretrained stems assume ImageNet-normalized RGB.
-_IN_CHANNELS: dict[str, tuple[int, ...]] = {
-    "resnet50": (3,),
-    "inception_v3": (1, 3),
-    "my_resnet50": (3,),
-    "my_inception_v3": (1, 3),
-}
+
+def register_model(
+    name: str,
+    *,
+    preset: str,
+    in_channels: tuple[int, ...],
+    cam_layers: tuple[str, ...],
+    head: tuple[str, ...],
+) -> Callable[[B], B]:
+    """Decorator: register the decorated builder as backbone `name` with what it declares (see `ModelSpec`)."""
+
+    def register(build: B) -> B:
+        if name in MODEL_SPECS:
+            raise ValueError(f"model {name!r} is registered twice ({MODEL_SPECS[name].build} and {build})")
+        spec = ModelSpec(name, build, tuple(in_channels), preset, tuple(cam_layers), tuple(head))
+        # A default preset the model cannot take would fail every run: refuse it at import.
+        spec.check_preset(preset, key=f"the default preset of {name}")
+        MODEL_SPECS[name] = spec
+        return build
+
+    return register
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -95,13 +112,12 @@ def build_model(
     input_mean/input_std: the preset's normalization, needed to feed pretrained InceptionV3 what it expects.
     Returns logits, or in training mode `(logits, aux_logits)` for InceptionV3 with its aux head.
     """
-    get_spec(name)
+    spec = get_spec(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if in_channels not in _IN_CHANNELS[name]:
+    if in_channels not in spec.in_channels:
         raise ValueError(
-            f"{name} takes in_channels in {_IN_CHANNELS[name]} (presets {MODEL_SPECS[name].allowed_presets}), "
-            f"got {in_channels}"
+            f"{name} takes in_channels in {spec.in_channels} (presets {spec.allowed_presets}), got {in_channels}"
         )
     for label, stats in (("input_mean", input_mean), ("input_std", input_std)):
         if stats is not None and len(stats) != in_channels:
@@ -114,24 +130,12 @@ def build_model(
         raise ValueError(f"image_size must be positive, got {image_size}")
     if weights_path is not None and not pretrained:
         raise ValueError(f"weights_path={weights_path!r} is only read with pretrained=True")
-
-    if name == "resnet50":
-        return resnet.build_resnet50(num_classes, pretrained=pretrained, weights_path=weights_path)
-    if name == "my_resnet50":
-        return my_resnet.build_my_resnet50(num_classes, pretrained=pretrained, weights_path=weights_path)
-    if name == "inception_v3":
-        return inception.build_inception_v3(
-            num_classes,
-            in_channels=in_channels,
-            pretrained=pretrained,
-            weights_path=weights_path,
-            image_size=image_size,
-            input_mean=input_mean,
-            input_std=input_std,
-        )
-    if pretrained:
-        raise ValueError(
-            "my_inception_v3 has no pretrained weights (Table 2's layout was never trained on ImageNet); "
-            "use model.pretrained=false, or model=inception_v3 for ImageNet weights"
-        )
-    return my_inception.build_my_inception_v3(num_classes, in_channels=in_channels)
+    return spec.build(
+        num_classes,
+        in_channels=in_channels,
+        pretrained=pretrained,
+        weights_path=weights_path,
+        image_size=image_size,
+        input_mean=input_mean,
+        input_std=input_std,
+    )

@@ -56,8 +56,8 @@ def fetch_state_dict(
     return dict(state)
 
 
-def _under(key: str, prefixes: tuple[str, ...]) -> bool:
-    """Whether `key` is the module/parameter `p` or lies below it, for some `p` in `prefixes`."""
+def under(key: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether `key` is the module/parameter `p` or lies below it (`p.`...), for some `p` in `prefixes`."""
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
@@ -86,7 +86,7 @@ def load_backbone(
     `drop`: prefixes of `state` not to load (the ImageNet head). `new`: prefixes of `model` that the checkpoint
     does not hold (the new head, own buffers). `stem`: key of the first conv, summed over input channels if needed.
     """
-    state = {k: v for k, v in state.items() if not _under(k, drop)}
+    state = {k: v for k, v in state.items() if not under(k, drop)}
     own = model.state_dict()
     if stem is not None and stem in state and stem in own:
         state[stem] = sum_input_channels(state[stem], own[stem].shape[1])
@@ -95,7 +95,7 @@ def load_backbone(
     def counted(keys: set[str]) -> set[str]:
         return {k for k in keys if not k.endswith("num_batches_tracked")}
 
-    expected = counted({k for k in own if not _under(k, new)})
+    expected = counted({k for k in own if not under(k, new)})
     missing = sorted(expected - counted(set(state)))
     unexpected = sorted(set(state) - set(own))
     wrong_shape = [

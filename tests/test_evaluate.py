@@ -1,0 +1,84 @@
+"""`caltech_cam.evaluate` in process: a checkpoint without its run directory scored on data.root, by hand."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, TensorDataset
+
+from caltech_cam.build import build_datamodule
+from caltech_cam.config import config_dir
+from caltech_cam.data import index_root
+from caltech_cam.evaluate import EVAL_SPLITS, evaluate, training_config
+from caltech_cam.module import ClassifierModule, load_classifier
+
+
+def compose_evaluate(overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="evaluate", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def lone_checkpoint(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path, one_thread) -> Path:
+    """A my_inception_v3 checkpoint for the shared synthetic set's classes, outside any run directory."""
+    torch.manual_seed(0)
+    names = index_root(synthetic_root).class_names
+    module = ClassifierModule(
+        "my_inception_v3", len(names), names, preset={"name": "inception", "resize": 40}
+    )
+    data = TensorDataset(torch.randn(8, 1, 35, 35), torch.arange(8) % len(names))
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(data, batch_size=4))
+    path = tmp_path_factory.mktemp("lone") / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_checkpoint_without_run_dir_uses_the_caltech256_data_settings(
+    lone_checkpoint: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
+    overrides = [
+        f"ckpt_path={lone_checkpoint}",
+        f"data.root={synthetic_root}",
+        "data.num_workers=0",
+        "trainer=cpu",
+        f"paths.root_dir={tmp_path}",
+    ]
+    cfg = compose_evaluate(overrides)
+    cfg.paths.output_dir = str(tmp_path / "run")
+    # conf/data/caltech256.yaml composed by evaluate.yaml (no file read at run time), the checkpoint's preset on it.
+    trained = training_config(cfg, load_classifier(lone_checkpoint), run_dir=None)
+    assert list(trained.data.split.fractions) == [0.7, 0.15, 0.15] and trained.data.seed == cfg.seed == 42
+    assert (trained.data.preset, trained.data.resize, trained.data.crop) == ("inception", 40, 35)
+
+    result = evaluate(cfg)
+    datamodule = build_datamodule(trained.data)
+    module = load_classifier(lone_checkpoint)
+    with torch.no_grad():
+        pairs = [(module(x).argmax(dim=1), y) for x, y in datamodule.test_dataloader()]
+    hits = torch.cat([p == y for p, y in pairs]).float()
+    assert result["images"] == len(hits) == len(datamodule.test_dataset)
+    assert result["metrics"]["test/acc_top1"] == pytest.approx(float(hits.mean()), abs=1e-6)
+
+
+def test_unknown_split_is_refused_before_loading(tmp_path: Path) -> None:
+    cfg = compose_evaluate([f"ckpt_path={tmp_path / 'missing.ckpt'}", "split=train"])
+    with pytest.raises(ValueError, match=re.escape(f"split='train'; expected one of {EVAL_SPLITS}")):
+        evaluate(cfg)
