@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, TensorDataset
 
-from caltech_cam.build import build_datamodule
+from caltech_cam.build import prepared_datamodule
 from caltech_cam.config import config_dir
 from caltech_cam.data import index_root
 from caltech_cam.evaluate import EVAL_SPLITS, evaluate, training_config
@@ -69,7 +69,7 @@ def test_checkpoint_without_run_dir_uses_the_caltech256_data_settings(
     assert (trained.data.preset, trained.data.resize, trained.data.crop) == ("inception", 40, 35)
 
     result = evaluate(cfg)
-    datamodule = build_datamodule(trained.data)
+    datamodule = prepared_datamodule(trained.data)
     module = load_classifier(lone_checkpoint)
     with torch.no_grad():
         pairs = [(module(x).argmax(dim=1), y) for x, y in datamodule.test_dataloader()]

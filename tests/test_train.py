@@ -134,7 +134,7 @@ def test_fast_dev_run_every_model(tmp_path, synthetic_root, model):
 # ------------------------------------------------------------------------------------------------ end to end
 def by_hand_test_scores(run: Path, ckpt: Path) -> dict[str, float]:
     """Top-1 and mean per-class accuracy of `ckpt` on `run`'s test split (its manifest), from the logits."""
-    from caltech_cam.build import build_datamodule
+    from caltech_cam.build import prepared_datamodule
     from caltech_cam.data import MANIFEST_NAME
     from caltech_cam.module import load_classifier
 
@@ -143,7 +143,7 @@ def by_hand_test_scores(run: Path, ckpt: Path) -> dict[str, float]:
     trained.paths.output_dir = str(run / "recheck")
     module = load_classifier(ckpt)
     with torch.no_grad():
-        batches = [(module(x), y) for x, y in build_datamodule(trained.data).test_dataloader()]
+        batches = [(module(x), y) for x, y in prepared_datamodule(trained.data).test_dataloader()]
     predicted = torch.cat([logits.argmax(dim=1) for logits, _ in batches])
     labels = torch.cat([y for _, y in batches])
     hits = (predicted == labels).float()

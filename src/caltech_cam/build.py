@@ -33,6 +33,15 @@ def build_datamodule(data: DictConfig) -> CaltechDataModule:
     return instantiate(data, _recursive_=False, _convert_="all")
 
 
+def prepared_datamodule(data: DictConfig, stage: str | None = None) -> CaltechDataModule:
+    """`build_datamodule`, then `prepare_data()` and `setup(stage)` in this process: for use outside a Trainer
+    (evaluate, notebooks, tests). Inside one, the Trainer runs them on the right ranks."""
+    datamodule = build_datamodule(data)
+    datamodule.prepare_data()
+    datamodule.setup(stage)
+    return datamodule
+
+
 def build_module(cfg: DictConfig, datamodule: CaltechDataModule) -> ClassifierModule:
     """`instantiate(cfg.model)`: the YAML is ClassifierModule's constructor; the data adds its class count, class
     names and preset (which replace `model.num_classes` and `model.preset`) as instantiate keyword arguments."""

@@ -9,7 +9,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from caltech_cam.build import build_datamodule, build_trainer, numbers, training_run_dir, write_results
+from caltech_cam.build import build_trainer, numbers, prepared_datamodule, training_run_dir, write_results
 from caltech_cam.config import config_dir
 from caltech_cam.data import MANIFEST_NAME
 from caltech_cam.module import ClassifierModule, load_classifier
@@ -53,9 +53,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = Path(cfg.ckpt_path)
     module = load_classifier(ckpt)
     trained = training_config(cfg, module, training_run_dir(ckpt))
-    datamodule = build_datamodule(trained.data)
-    datamodule.prepare_data()
-    datamodule.setup("test")
+    datamodule = prepared_datamodule(trained.data, "test")
     if datamodule.class_names != module.class_names:
         raise ValueError(
             f"The data at {datamodule.root} has {datamodule.num_classes} classes {datamodule.class_names[:5]}... "
