@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +68,18 @@ def _test(
     return numbers(single.test(module, datamodule=datamodule, ckpt_path=ckpt)[0])
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment; returns the final metrics (also written to <run dir>/metrics.json)."""
+def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Run one experiment; returns the final metrics (also written to <run dir>/metrics.json).
+
+    `callbacks` are added after the configured ones (the tuner's pruning callback)."""
     check_model_config(cfg)
     _reuse_split_when_resuming(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule)
     loggers = build_loggers(cfg.get("logger"))
-    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
-    trainer = build_trainer(cfg, callbacks, loggers)
+    configured = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
+    trainer = build_trainer(cfg, [*configured, *callbacks], loggers)
     for logger in loggers:
         logger.log_hyperparams(plain(cfg))
 
