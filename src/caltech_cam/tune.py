@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import socket
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,8 +107,11 @@ def check_space(params: list[Param], train_overrides: list[str]) -> list[Param]:
     """Mark config groups and check every key against the composed train config (for every group choice searched),
     before any trial runs. Returns the params with `group` set."""
     loader = GlobalHydra.instance().config_loader()
+    # A group is overridden by its path (model/optimizer=adamw), a value by its dotted key.
     checked = [
-        Param(p.key, p.distribution, group=bool(loader.get_group_options(p.key.replace(".", "/"))))
+        Param(p.key.replace(".", "/"), p.distribution, group=True)
+        if loader.get_group_options(p.key.replace(".", "/"))
+        else p
         for p in params
     ]
     given = {o.key_or_group: o.input_line for o in OverridesParser.create().parse_overrides(train_overrides)}
@@ -118,12 +122,18 @@ def check_space(params: list[Param], train_overrides: list[str]) -> list[Param]:
                 f"{p.key} is searched by tune.space and also set on the command line ({given[p.key]}); drop one."
             )
         if p.group:
-            options = loader.get_group_options(p.key.replace(".", "/"))
+            options = loader.get_group_options(p.key)
             choices = getattr(p.distribution, "choices", None)
-            if choices is None or any(c not in options for c in choices):
+            if choices is None:
                 raise ValueError(
                     f"tune.space key {p.key!r} is a config group: expected categorical choices out of {options}, "
-                    f"got {choices or p.distribution}."
+                    f"got {p.distribution}."
+                )
+            unknown = [c for c in choices if c not in options]
+            if unknown:
+                raise ValueError(
+                    f"tune.space key {p.key!r} is a config group without the option(s) {unknown}; "
+                    f"expected choices out of {options}."
                 )
     # Group choices change the config's shape: check the value keys under each choice.
     variants = [[]] + [[p.override(c)] for p in groups for c in p.distribution.choices]
@@ -185,7 +195,9 @@ def _open_database(url: str) -> optuna.storages.RDBStorage:
     )
     try:
         # A heartbeat lets other workers mark the trial of a killed worker (SLURM preemption) as failed.
-        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
     except ImportError as e:
         raise ImportError(
             f"tune.storage={shown}: no database driver for this URL is installed ({e}). Install one, e.g. "
@@ -233,7 +245,7 @@ def make_objective(params: list[Param], train_overrides: list[str], study_dir: P
         sampled = [p.override(p.suggest(trial)) for p in params]
         run_dir = trial_dir(study_dir, trial.number)
         trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("overrides", sampled)
         cfg = compose(config_name="train", overrides=[*train_overrides, *sampled])
         with open_dict(cfg):
@@ -311,7 +323,7 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
     """Every trial of the study (all workers): number, state, value, duration, run dir, then one column per param."""
     trials = study.get_trials(deepcopy=False)
     keys = sorted({k for t in trials for k in t.params})
-    rows = [["number", "state", "value", "duration_s", "started", "run_dir", *keys]]
+    rows = [["number", "state", "value", "duration_s", "started", "worker", "run_dir", *keys]]
     for t in trials:
         value = _reported(t)
         rows.append(
@@ -321,6 +333,7 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
                 "" if value is None else repr(value),
                 "" if t.duration is None else f"{t.duration.total_seconds():.1f}",
                 "" if t.datetime_start is None else t.datetime_start.isoformat(timespec="seconds"),
+                t.user_attrs.get("worker", ""),
                 t.user_attrs.get("run_dir", ""),
                 *(t.params.get(k, "") for k in keys),
             ]
@@ -344,7 +357,7 @@ def best_yaml(
         return None
     groups = {p.key for p in params if p.group}
     body: dict[str, Any] = {}
-    defaults = [{f"override /{k.replace('.', '/')}": v} for k, v in best.params.items() if k in groups]
+    defaults = [{f"override /{k}": v} for k, v in best.params.items() if k in groups]
     if defaults:
         body["defaults"] = defaults
     for key, value in best.params.items():
