@@ -18,6 +18,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -28,6 +30,7 @@ from caltech_cam.config import config_dir
 from caltech_cam.tune import (
     BEST_GROUP,
     BEST_NAME,
+    Param,
     check_space,
     parse_space,
     reuse_command,
@@ -188,9 +191,14 @@ def test_threshold_pruner_prunes_after_the_first_validation(tmp_path, synthetic_
         "tune.pruner.lower=1.01",
         "tune.study_name=pruned",
         "tune.n_trials=2",
+        f"tune.storage={tmp_path / 'elsewhere' / 'pruned.journal'}",  # a journal file at a given path
     ]
     study_in_process(args, tmp_path / "study")
-    trials = journal(tmp_path / "study", "pruned").trials
+    assert not (tmp_path / "study" / "journal.log").exists()
+    storage = optuna.storages.JournalStorage(
+        JournalFileBackend(str(tmp_path / "elsewhere" / "pruned.journal"))
+    )
+    trials = optuna.load_study(study_name="pruned", storage=storage).trials
     assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED]
     for t in trials:
         # Reported once, at epoch 0, and stopped there although max_epochs=3.
@@ -263,6 +271,43 @@ def test_unreachable_database_is_refused_before_any_trial(tmp_path, synthetic_ro
         study_in_process(args, tmp_path / "study")
     assert shown in str(err.value) and "secret" not in str(err.value)
     assert not (tmp_path / "study" / "trials").exists()
+
+
+# ------------------------------------------------------------------------------------------------ overrides
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("model.label_smoothing", 1e-05),
+        ("model.label_smoothing", 0.1),
+        ("model.freeze_backbone_epochs", 0),
+        ("model.freeze_backbone_epochs", 1),  # not `true`: 1 == True in Python
+        ("model.channels_last", True),
+        ("model.channels_last", None),
+        ("model.channels_last", "auto"),
+        ("model.channels_last", "1"),  # a string that looks like an int stays a string
+        ("model.channels_last", "it's a=b, c"),
+    ],
+)
+def test_a_sampled_value_composes_back_to_itself(key, value):
+    param = Param(key=key, distribution=CategoricalDistribution([value]), group=False)
+    with configs():
+        cfg = compose(config_name="train", overrides=[param.override(value)])
+    got = OmegaConf.select(cfg, key)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ("median", optuna.pruners.MedianPruner),
+        ("hyperband", optuna.pruners.HyperbandPruner),
+        ("none", optuna.pruners.NopPruner),
+    ],
+)
+def test_each_shipped_pruner_instantiates(choice, expected):
+    with configs():
+        cfg = compose(config_name="tune", overrides=[f"tune/pruner={choice}", "tune.study_name=x"])
+    assert type(instantiate(cfg.tune.pruner)) is expected
 
 
 # ------------------------------------------------------------------------------------------------ group choices

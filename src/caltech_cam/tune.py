@@ -62,10 +62,14 @@ class Param:
 
     def override(self, value: Any) -> str:
         """The Hydra command-line override that sets this key to `value` (strings quoted, so `'1'` stays a str)."""
-        if self.group or not isinstance(value, str):
-            text = {True: "true", False: "false", None: "null"}.get(value, value) if not self.group else value
-            return f"{self.key}={text}"
-        return f"{self.key}='{value.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
+        if self.group:
+            return f"{self.key}={value}"
+        if value is None or isinstance(value, bool):
+            return f"{self.key}={'null' if value is None else str(value).lower()}"
+        if isinstance(value, int | float):
+            return f"{self.key}={value!r}"
+        escaped = str(value).replace("\\", "\\\\").replace("'", "\\'")
+        return f"{self.key}='{escaped}'"
 
 
 def parse_space(space: DictConfig | None) -> list[Param]:
