@@ -165,13 +165,14 @@ def test_best_params_compose_back_into_the_train_config(four_trials, tmp_path):
     assert cfg["model"]["model_name"] == "resnet50" and cfg["trainer"]["max_epochs"] == 1
 
 
-def test_resuming_the_study_adds_trials(four_trials, tmp_path, one_thread):
+def test_resuming_the_study_adds_trials_until_the_timeout(four_trials, tmp_path, one_thread):
     study_dir, args = four_trials
     # Resume a copy of the journal (the module's other tests read the original).
     (tmp_path / "study").mkdir()
     shutil.copy(study_dir / "journal.log", tmp_path / "study" / "journal.log")
     before = journal(study_dir, "four").trials
-    study_in_process([*args, "tune.n_trials=1"], tmp_path / "study")
+    # Building a ResNet50 alone takes longer than 0.5 s: the timeout stops the worker after its first trial.
+    study_in_process([*args, "tune.n_trials=3", "tune.timeout=0.5"], tmp_path / "study")
     after = journal(tmp_path / "study", "four").trials
     assert [t.number for t in after] == [0, 1, 2, 3, 4]
     assert [(t.params, t.value) for t in after[:4]] == [(t.params, t.value) for t in before]
@@ -246,6 +247,15 @@ def test_searched_key_also_given_on_the_command_line_is_refused(tmp_path, synthe
     ]  # tiny_overrides sets model=resnet50
     with pytest.raises(ValueError, match=r"model is searched by tune.space and also set.*model=resnet50"):
         study_in_process(args, tmp_path / "study")
+
+
+def test_a_multi_process_trainer_is_refused(tmp_path, synthetic_root):
+    args = [*train_args(synthetic_root, tmp_path), *SPACE, "trainer=ddp_cpu", "tune.study_name=ddp"]
+    with pytest.raises(
+        ValueError, match=r"one device, but trainer.devices=2.*strategy=ddp_spawn.*one worker per"
+    ):
+        study_in_process(args, tmp_path / "study")
+    assert not (tmp_path / "study").exists()
 
 
 def test_group_choice_keys_are_checked_under_every_choice(tmp_path):
