@@ -258,6 +258,16 @@ def test_a_multi_process_trainer_is_refused(tmp_path, synthetic_root):
     assert not (tmp_path / "study").exists()
 
 
+def test_resuming_a_study_that_optimizes_the_other_way_is_refused(tmp_path, synthetic_root):
+    (tmp_path / "study").mkdir()
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "study" / "journal.log")))
+    optuna.create_study(study_name="loss", storage=storage, direction="minimize")
+    args = [*train_args(synthetic_root, tmp_path), *SPACE, "tune.study_name=loss"]  # optimized_mode=max
+    with pytest.raises(ValueError, match=r"'loss' .* was created to minimize, but optimized_mode='max'"):
+        study_in_process(args, tmp_path / "study")
+    assert optuna.load_study(study_name="loss", storage=storage).trials == []
+
+
 def test_group_choice_keys_are_checked_under_every_choice(tmp_path):
     with configs():
         space = compose(config_name="tune", overrides=["tune.study_name=x"]).tune.space
