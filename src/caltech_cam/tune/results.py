@@ -25,10 +25,10 @@ BEST_GROUP, BEST_NAME = "tuned", "best"
 
 
 def _reported(trial: FrozenTrial) -> float | None:
-    """The trial's value, or for a pruned trial the last value it reported."""
-    if trial.value is not None:
-        return trial.value
-    return trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+    """A completed trial's value, a pruned trial's last reported value; None for failed or running trials."""
+    if trial.state == TrialState.PRUNED and trial.intermediate_values:
+        return trial.intermediate_values[max(trial.intermediate_values)]
+    return trial.value
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
