@@ -1,0 +1,3 @@
+from caltech_cam.tune.study import main
+
+main()
