@@ -71,6 +71,7 @@ def google_affine(mean: Sequence[float], std: Sequence[float]) -> tuple[list[flo
     in_channels=(1, 3),
     cam_layers=("Mixed_5d", "Mixed_6e", "Mixed_7c"),
     head=HEAD,
+    weights=INCEPTION_V3_WEIGHTS,
 )
 def build_inception_v3(
     num_classes: int,

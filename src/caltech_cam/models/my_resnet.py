@@ -92,7 +92,14 @@ class MyResNet50(nn.Module):
         return self.classifier(self.head(self.forward_features(x)))
 
 
-@register_model("my_resnet50", preset="resnet", in_channels=(3,), cam_layers=CAM_LAYERS, head=HEAD)
+@register_model(
+    "my_resnet50",
+    preset="resnet",
+    in_channels=(3,),
+    cam_layers=CAM_LAYERS,
+    head=HEAD,
+    weights=RESNET50_WEIGHTS,
+)
 def build_my_resnet50(
     num_classes: int, *, pretrained: bool = False, weights_path: str | None = None, **_: object
 ) -> MyResNet50:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from torch import nn
+from torchvision.models._api import WeightsEnum
 
 from caltech_cam.data.presets import PRESET_NAMES, make_preset
 
@@ -43,6 +44,9 @@ class ModelSpec:
     preset: str  # default augmentation preset
     cam_layers: tuple[str, ...]  # module names in named_modules() of the built model (Grad-CAM targets)
     head_prefixes: tuple[str, ...]  # module names of the new head (separate learning rate, freezing)
+    weights: WeightsEnum | None = (
+        None  # the ImageNet checkpoint `pretrained=True` starts from (None: none exists)
+    )
 
     @property
     def allowed_presets(self) -> tuple[str, ...]:
@@ -72,13 +76,14 @@ def register_model(
     in_channels: tuple[int, ...],
     cam_layers: tuple[str, ...],
     head: tuple[str, ...],
+    weights: WeightsEnum | None = None,
 ) -> Callable[[B], B]:
     """Decorator: register the decorated builder as backbone `name` with what it declares (see `ModelSpec`)."""
 
     def register(build: B) -> B:
         if name in MODEL_SPECS:
             raise ValueError(f"model {name!r} is registered twice ({MODEL_SPECS[name].build} and {build})")
-        spec = ModelSpec(name, build, tuple(in_channels), preset, tuple(cam_layers), tuple(head))
+        spec = ModelSpec(name, build, tuple(in_channels), preset, tuple(cam_layers), tuple(head), weights)
         # A default preset the model cannot take would fail every run: refuse it at import.
         spec.check_preset(preset, key=f"the default preset of {name}")
         MODEL_SPECS[name] = spec

@@ -12,7 +12,9 @@ STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
 # The pretrained stem assumes ImageNet-normalized RGB: 3 channels only.
-@register_model("resnet50", preset="resnet", in_channels=(3,), cam_layers=STAGES, head=HEAD)
+@register_model(
+    "resnet50", preset="resnet", in_channels=(3,), cam_layers=STAGES, head=HEAD, weights=RESNET50_WEIGHTS
+)
 def build_resnet50(
     num_classes: int, *, pretrained: bool = False, weights_path: str | None = None, **_: object
 ) -> ResNet:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,6 +18,13 @@ from torchvision.models._api import WeightsEnum
 # The ImageNet checkpoints the backbones start from (my_resnet50 reuses resnet50's: same backbone keys).
 RESNET50_WEIGHTS: WeightsEnum = ResNet50_Weights.IMAGENET1K_V2
 INCEPTION_V3_WEIGHTS: WeightsEnum = Inception_V3_Weights.IMAGENET1K_V1
+
+
+log = logging.getLogger(__name__)
+
+# How long a non-zero rank waits for its node's rank 0 to fetch the weights (seconds).
+WAIT_ENV = "CALTECH_CAM_WEIGHTS_WAIT_S"
+DEFAULT_WAIT_S = 1800.0
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -37,16 +48,16 @@ def fetch_state_dict(
         origin = str(path)
     else:
         cached = hub_cache_path(weights)
+        if not cached.is_file() and node_local_rank() != 0:
+            _wait_for_node_rank_zero(weights, cached)
         try:
-            state = weights.get_state_dict(progress=progress, map_location="cpu", weights_only=True)
-        except OSError as err:  # URLError, DNS failure, timeout, read-only cache: the file cannot be had
-            raise MissingWeightsError(
-                f"pretrained weights {weights} could not be loaded: {cached} is not in the torch hub cache "
-                f"and downloading {weights.url} failed ({err}). Either put that file at {cached} "
-                f"(the hub cache is $TORCH_HOME/hub/checkpoints, TORCH_HOME defaults to ~/.cache/torch), "
-                f"or pass the file with model.weights_path=/path/to/{cached.name}; "
-                f"or train from scratch with model.pretrained=false."
-            ) from err
+            state = _get_state_dict(weights, cached, progress)
+        except MissingWeightsError as err:
+            if node_local_rank() == 0:  # tell the ranks waiting for this file not to wait any longer
+                with contextlib.suppress(OSError):  # a read-only cache: they time out instead
+                    _failure_marker(cached).parent.mkdir(parents=True, exist_ok=True)
+                    _failure_marker(cached).write_text(str(err))
+            raise
         origin = str(cached)
     # Lightning checkpoints and pickled modules are not plain state dicts: say so instead of failing on key names.
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -54,6 +65,69 @@ def fetch_state_dict(
             f"{origin} is not a plain state dict (name -> tensor), as torchvision's .pth files are"
         )
     return dict(state)
+
+
+def node_local_rank() -> int:
+    """This process's rank on its node when several were started at once (torchrun/Lightning: LOCAL_RANK, SLURM:
+    SLURM_LOCALID); 0 for a single process and for the first rank of a node, the one that downloads."""
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def _failure_marker(cached: Path) -> Path:
+    return cached.with_name(cached.name + ".caltech_cam-failed")
+
+
+def _missing(weights: WeightsEnum, cached: Path, reason: str) -> MissingWeightsError:
+    return MissingWeightsError(
+        f"pretrained weights {weights} could not be loaded: {cached} is not in the torch hub cache "
+        f"and {reason}. Either put that file at {cached} (the hub cache is $TORCH_HOME/hub/checkpoints, "
+        f"TORCH_HOME defaults to ~/.cache/torch; on a machine with network, `python -m caltech_cam.prepare "
+        f"weights=[<model>]` fetches it there), or pass the file with model.weights_path=/path/to/{cached.name}; "
+        f"or train from scratch with model.pretrained=false."
+    )
+
+
+def _get_state_dict(weights: WeightsEnum, cached: Path, progress: bool) -> Mapping[str, Tensor]:
+    """torchvision's hub cache, else a download into it (atomic: torch.hub writes a temporary file, then moves it)."""
+    try:
+        state = weights.get_state_dict(progress=progress, map_location="cpu", weights_only=True)
+    except OSError as err:  # URLError, DNS failure, timeout, read-only cache: the file cannot be had
+        raise _missing(weights, cached, f"downloading {weights.url} failed ({err})") from err
+    _failure_marker(cached).unlink(missing_ok=True)
+    return state
+
+
+def _wait_for_node_rank_zero(weights: WeightsEnum, cached: Path) -> None:
+    """Ranks started together (SLURM, torchrun, several nodes) do not all download: rank 0 of each node does, the
+    others wait here for the file, or for rank 0's failure, or for `$CALTECH_CAM_WEIGHTS_WAIT_S` seconds."""
+    timeout = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S))
+    started = time.time()
+    log.info("Local rank %d waits for local rank 0 to fetch %s", node_local_rank(), cached)
+    while not cached.is_file():
+        marker = _failure_marker(cached)
+        # A marker older than this wait (minus rank 0's head start) is from an earlier run: not this one's answer.
+        if marker.is_file() and marker.stat().st_mtime >= started - 300:
+            raise MissingWeightsError(
+                f"local rank 0 could not fetch the weights this rank needs: {marker.read_text()}"
+            )
+        if time.time() - started > timeout:
+            raise _missing(
+                weights, cached, f"local rank 0 did not fetch it within {timeout:.0f} s (${WAIT_ENV})"
+            )
+        time.sleep(0.5)
+
+
+def prefetch(weights: WeightsEnum, *, progress: bool = True) -> Path:
+    """Put `weights` into the torch hub cache (download if missing) and return the file: for compute nodes that
+    have no network, run this where there is one (`python -m caltech_cam.prepare weights=[resnet50]`)."""
+    cached = hub_cache_path(weights)
+    if not cached.is_file():
+        _get_state_dict(weights, cached, progress)
+    return cached
 
 
 def under(key: str, prefixes: tuple[str, ...]) -> bool:
