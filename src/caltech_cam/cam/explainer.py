@@ -159,8 +159,9 @@ class Explainer:
         `titles`: a first caption line per image (e.g. its file name).
         """
         batch = images.shape[0]
-        seen = capture(self.model, images, self.layers, targets=targets, gradients=self.method.uses_gradients)
-        maps = cams_from_capture(seen, self.method, (images.shape[-2], images.shape[-1]))
+        for name, values in (("labels", labels), ("titles", titles)):
+            if values is not None and len(values) != batch:
+                raise ValueError(f"{len(values)} {name} for {batch} images")
         if backdrops is None:
             if self.preset is None:
                 raise ValueError(
@@ -172,10 +173,9 @@ class Explainer:
                 f"backdrops must be uint8 {(batch, 3, *images.shape[-2:])}, got {backdrops.dtype} "
                 f"{tuple(backdrops.shape)}"
             )
-        for name, values in (("labels", labels), ("titles", titles)):
-            if values is not None and len(values) != batch:
-                raise ValueError(f"{len(values)} {name} for {batch} images")
         backdrops = backdrops.to(images.device)
+        seen = capture(self.model, images, self.layers, targets=targets, gradients=self.method.uses_gradients)
+        maps = cams_from_capture(seen, self.method, (images.shape[-2], images.shape[-1]))
         return Explanation(
             method=self.method.name,
             images=images,
