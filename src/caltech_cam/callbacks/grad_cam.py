@@ -91,7 +91,7 @@ class GradCAMLogger(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Fail on a misconfiguration now, not at the first validation end (cf. Lightning's LearningRateMonitor)."""
         module = require_explainable(pl_module, "GradCAMLogger")
-        self._explainer = self._explainer_for(module)
+        self._explainer_for(module)  # layer names and method, checked now
         if stage in ("fit", "validate"):
             # The datamodule's own setup has run by now (Lightning calls it before the callbacks').
             datamodule = trainer.datamodule
