@@ -64,6 +64,7 @@ def test_callback_rejects_unknown_method():
 
 
 # ------------------------------------------------------------------------------------------------ fit
+@pytest.mark.slow  # end to end: trains
 def test_fit_logs_each_layer_and_overview_at_every_validation(tmp_path, synthetic_root):
     _results, out = run_train(tmp_path, synthetic_root, "trainer.max_epochs=2", "test=false")
     (events,) = events_of(out / "tensorboard")
@@ -133,6 +134,7 @@ def _fit_weights(tmp_path: Path, root: Path, callbacks: list, name: str) -> dict
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.slow  # end to end: trains
 def test_callback_changes_nothing_in_training(tmp_path, synthetic_root):
     with_cam = _fit_weights(tmp_path, synthetic_root, [GradCAMLogger(num_images=4, strict=True)], "on")
     without = _fit_weights(tmp_path, synthetic_root, [], "off")
@@ -229,6 +231,7 @@ def test_other_settings_are_checked_at_construction(kwargs, message):
         GradCAMLogger(**kwargs)
 
 
+@pytest.mark.slow  # end to end: trains
 def test_a_runtime_failure_strict_raises_lenient_warns_once(tmp_path, synthetic_root, caplog):
     # `fc` exists (so setup accepts it) but outputs (B, N), not a 4-D map: only the first pass can tell.
     datamodule, module = _built(tmp_path, synthetic_root)
@@ -269,6 +272,7 @@ def test_the_missing_logger_and_the_failure_warnings_are_independent(tmp_path, s
     assert len(failures) == 1 and "layer 'fc' outputs a 2-D tensor" in failures[0]
 
 
+@pytest.mark.slow  # end to end: trains
 def test_bf16_autocast(tmp_path, synthetic_root):
     _, out = run_train(
         tmp_path, synthetic_root, "trainer.max_epochs=1", "test=false", "trainer.precision=bf16-mixed"
@@ -279,6 +283,7 @@ def test_bf16_autocast(tmp_path, synthetic_root):
     assert len(drops) == 1 and 0.0 <= drops[0] <= 100.0
 
 
+@pytest.mark.slow  # end to end: trains
 def test_inception_v3_stages(tmp_path, synthetic_root):
     _, out = run_train(tmp_path, synthetic_root, "trainer.max_epochs=1", "test=false", model="inception_v3")
     (events,) = events_of(out / "tensorboard")
@@ -309,6 +314,7 @@ class _Snapshots(L.Callback):
         self._snap(pl_module)
 
 
+@pytest.mark.slow  # end to end: trains
 def test_frozen_backbone_stays_fixed_then_thaws_with_the_callback_on(tmp_path, synthetic_root):
 
     from caltech_cam.build import build_datamodule, build_module
