@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from caltech_cam.callbacks import GradCAMLogger, select_probe
@@ -63,6 +64,7 @@ def test_callback_rejects_unknown_method():
 
 
 # ------------------------------------------------------------------------------------------------ fit
+@pytest.mark.slow  # end to end: trains
 def test_fit_logs_each_layer_and_overview_at_every_validation(tmp_path, synthetic_root):
     _results, out = run_train(tmp_path, synthetic_root, "trainer.max_epochs=2", "test=false")
     (events,) = events_of(out / "tensorboard")
@@ -89,7 +91,6 @@ def test_fit_logs_each_layer_and_overview_at_every_validation(tmp_path, syntheti
 
 def test_validate_path_runs_under_inference_mode(tmp_path, synthetic_root):
     import lightning as L
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from caltech_cam.build import build_datamodule, build_module
 
@@ -112,7 +113,6 @@ def test_validate_path_runs_under_inference_mode(tmp_path, synthetic_root):
 
 def _fit_weights(tmp_path: Path, root: Path, callbacks: list, name: str) -> dict[str, torch.Tensor]:
     import lightning as L
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from caltech_cam.build import build_datamodule, build_module
 
@@ -134,6 +134,7 @@ def _fit_weights(tmp_path: Path, root: Path, callbacks: list, name: str) -> dict
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.slow  # end to end: trains
 def test_callback_changes_nothing_in_training(tmp_path, synthetic_root):
     with_cam = _fit_weights(tmp_path, synthetic_root, [GradCAMLogger(num_images=4, strict=True)], "on")
     without = _fit_weights(tmp_path, synthetic_root, [], "off")
@@ -143,25 +144,135 @@ def test_callback_changes_nothing_in_training(tmp_path, synthetic_root):
     assert changed == [], f"weights/buffers differ: {changed[:5]}"
 
 
-@pytest.mark.parametrize("strict", [True, False])
-def test_broken_layer_name_strict_raises_lenient_warns_once(tmp_path, synthetic_root, caplog, strict):
-    extra = (
-        "trainer.max_epochs=2",
-        "test=false",
-        "callbacks.grad_cam.layers=[layer4,no_such_layer]",
-        f"callbacks.grad_cam.strict={strict}",
+def _built(tmp_path: Path, root: Path):
+    from caltech_cam.build import build_datamodule, build_module
+
+    cfg = compose_train(tiny_overrides(root, tmp_path))
+    cfg.paths.output_dir = str(tmp_path / "built")
+    datamodule = build_datamodule(cfg.data)
+    return datamodule, build_module(cfg, datamodule)
+
+
+class _Steps(L.Callback):
+    """Counts the training batches that started."""
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.started += 1
+
+
+def test_a_wrong_layer_stops_the_run_before_training_even_when_not_strict(tmp_path, synthetic_root):
+    # The same config `train` reads: strict=false used to let this reach the first validation end as a warning.
+    extra = ("trainer.max_epochs=2", "callbacks.grad_cam.layers=[layer4,no_such_layer]")
+    with pytest.raises(ValueError, match=r"unknown layer 'no_such_layer'; valid names: conv1"):
+        run_train(tmp_path, synthetic_root, *extra, "callbacks.grad_cam.strict=false")
+    (out,) = tmp_path.glob("run-*")
+    assert not (out / "checkpoints").exists() and not (out / "metrics.json").exists()
+    # In process, with a counter: setup raised before the sanity check and the first step.
+    datamodule, module = _built(tmp_path, synthetic_root)
+    steps = _Steps()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[GradCAMLogger(layers=["no_such_layer"], strict=False), steps],
     )
-    if strict:
-        with pytest.raises(ValueError, match="no_such_layer"):
-            run_train(tmp_path, synthetic_root, *extra)
-        return
+    with pytest.raises(ValueError, match="no_such_layer"):
+        trainer.fit(module, datamodule=datamodule)
+    assert trainer.global_step == 0 and steps.started == 0
+
+
+def test_a_module_without_what_the_callback_needs_is_named_before_training(tmp_path, synthetic_root):
+    datamodule, module = _built(tmp_path, synthetic_root)
+    del module.cam_layers, module.preset
+    steps = _Steps()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[GradCAMLogger(strict=False), steps],
+    )
+    with pytest.raises(
+        TypeError,
+        match=r"GradCAMLogger needs a LightningModule with \.model, \.cam_layers, \.class_names, \.preset "
+        r"\(see caltech_cam.cam.Explainable\); ClassifierModule has no \.cam_layers, \.preset",
+    ):
+        trainer.fit(module, datamodule=datamodule)
+    assert trainer.global_step == 0 and steps.started == 0
+
+
+def test_no_datamodule_is_named_before_validation(tmp_path, synthetic_root):
+    datamodule, module = _built(tmp_path, synthetic_root)
+    datamodule.setup("validate")
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[GradCAMLogger()]
+    )
+    with pytest.raises(RuntimeError, match=r"needs a datamodule with a `val_dataset`.*got no datamodule"):
+        trainer.validate(module, dataloaders=datamodule.val_dataloader())
+
+
+def test_method_aliases_become_the_canonical_name():
+    assert GradCAMLogger(method="Grad-CAM++").method == "gradcampp"
+    with pytest.raises(ValueError, match=r"unknown CAM method 'gradcam\+\+\+'.*gradcampp \(also gradcam\+\+"):
+        GradCAMLogger(method="gradcam+++")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"), [({"num_images": 0}, "num_images"), ({"colormap": "x"}, "colormap")]
+)
+def test_other_settings_are_checked_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GradCAMLogger(**kwargs)
+
+
+@pytest.mark.slow  # end to end: trains
+def test_a_runtime_failure_strict_raises_lenient_warns_once(tmp_path, synthetic_root, caplog):
+    # `fc` exists (so setup accepts it) but outputs (B, N), not a 4-D map: only the first pass can tell.
+    datamodule, module = _built(tmp_path, synthetic_root)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=TensorBoardLogger(str(tmp_path / "strict"), name="", version=""),
+        enable_progress_bar=False,
+        limit_val_batches=1,
+        callbacks=[GradCAMLogger(num_images=2, layers=["layer4", "fc"], strict=True)],
+    )
+    with pytest.raises(ValueError, match=r"layer 'fc' outputs a 2-D tensor"):
+        trainer.validate(module, datamodule=datamodule)
+    extra = ("trainer.max_epochs=2", "test=false", "callbacks.grad_cam.layers=[layer4,fc]")
     with caplog.at_level(logging.WARNING, logger="caltech_cam.callbacks.grad_cam"):
-        results, _ = run_train(tmp_path, synthetic_root, *extra)
+        results, _ = run_train(tmp_path, synthetic_root, *extra, "callbacks.grad_cam.strict=false")
     warnings = [r for r in caplog.records if "GradCAMLogger failed" in r.getMessage()]
-    assert len(warnings) == 1 and "no_such_layer" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "layer 'fc' outputs a 2-D tensor" in warnings[0].getMessage()
     assert "val/acc_top1" in results["fit"]
 
 
+def test_the_missing_logger_and_the_failure_warnings_are_independent(tmp_path, synthetic_root, caplog):
+    datamodule, module = _built(tmp_path, synthetic_root)
+    callback = GradCAMLogger(num_images=2, layers=["layer4", "fc"], strict=False)
+    common = {
+        "accelerator": "cpu",
+        "enable_progress_bar": False,
+        "limit_val_batches": 1,
+        "callbacks": [callback],
+    }
+    with caplog.at_level(logging.WARNING, logger="caltech_cam.callbacks.grad_cam"):
+        L.Trainer(logger=False, **common).validate(module, datamodule=datamodule)
+        L.Trainer(logger=False, **common).validate(module, datamodule=datamodule)
+        tensorboard = TensorBoardLogger(str(tmp_path / "tb"), name="", version="")
+        L.Trainer(logger=tensorboard, **common).validate(module, datamodule=datamodule)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("no TensorBoardLogger" in m for m in messages) == 1
+    failures = [m for m in messages if "GradCAMLogger failed" in m]
+    assert len(failures) == 1 and "layer 'fc' outputs a 2-D tensor" in failures[0]
+
+
+@pytest.mark.slow  # end to end: trains
 def test_bf16_autocast(tmp_path, synthetic_root):
     _, out = run_train(
         tmp_path, synthetic_root, "trainer.max_epochs=1", "test=false", "trainer.precision=bf16-mixed"
@@ -172,6 +283,7 @@ def test_bf16_autocast(tmp_path, synthetic_root):
     assert len(drops) == 1 and 0.0 <= drops[0] <= 100.0
 
 
+@pytest.mark.slow  # end to end: trains
 def test_inception_v3_stages(tmp_path, synthetic_root):
     _, out = run_train(tmp_path, synthetic_root, "trainer.max_epochs=1", "test=false", model="inception_v3")
     (events,) = events_of(out / "tensorboard")
@@ -202,8 +314,8 @@ class _Snapshots(L.Callback):
         self._snap(pl_module)
 
 
+@pytest.mark.slow  # end to end: trains
 def test_frozen_backbone_stays_fixed_then_thaws_with_the_callback_on(tmp_path, synthetic_root):
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from caltech_cam.build import build_datamodule, build_module
 
@@ -234,6 +346,7 @@ def test_frozen_backbone_stays_fixed_then_thaws_with_the_callback_on(tmp_path, s
     assert len(events_of(tmp_path / "f")[0].Images("gradcam/overview")) == 2
 
 
+@pytest.mark.slow
 def test_two_process_ddp_only_rank_zero_computes_and_writes(tmp_path, synthetic_root):
     record = tmp_path / "record"
     repo = Path(__file__).resolve().parents[1]

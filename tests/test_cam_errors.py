@@ -7,7 +7,17 @@ import torch
 import torchvision
 from torch import nn
 
-from caltech_cam.cam import compute_cams, confidence_change, deletion_auc, make_grid, overlay
+from caltech_cam.cam import (
+    METHODS,
+    compute_cams,
+    confidence_change,
+    deletion_auc,
+    get_method,
+    make_grid,
+    overlay,
+    register,
+)
+from caltech_cam.cam.methods import ALIASES
 
 # Other jobs may share these 2 cores: see the one_thread fixture in conftest.py.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,7 +54,8 @@ def hook_count(model: nn.Module) -> int:
         ({"targets": torch.tensor([1.0, 2.0])}, r"integer class indices, got dtype torch.float32"),
         (
             {"method": "gradcam+++"},
-            r"unknown CAM method 'gradcam\+\+\+'; choose one of gradcam, gradcampp, hirescam",
+            r"unknown CAM method 'gradcam\+\+\+'; choose one of gradcam \(also grad-cam\), "
+            r"gradcampp \(also gradcam\+\+, gradcam_pp, GradCAMPlusPlus\), hirescam",
         ),
         ({"size": (0, 5)}, r"size must be a positive int or \(H, W\), got \(0, 5\)"),
         ({"size": (1, 2, 3)}, r"size must be"),
@@ -120,3 +131,43 @@ def test_metric_and_render_arguments(model):
         make_grid(rgb, maps, layer_names=["layer3"])
     with pytest.raises(ValueError, match=r"1 captions for 2 images"):
         make_grid(rgb, maps, ["only one"])
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        ("gradcam", "gradcam"),
+        ("Grad-CAM", "gradcam"),
+        ("GRADCAM", "gradcam"),
+        ("gradcam++", "gradcampp"),
+        ("Grad-CAM++", "gradcampp"),
+        ("gradcam_pp", "gradcampp"),
+        ("GradCAMPlusPlus", "gradcampp"),
+        ("gradcampp", "gradcampp"),
+        ("HiResCAM", "hirescam"),
+        ("XGrad-CAM", "xgradcam"),
+        ("layer_cam", "layercam"),
+        ("Eigen CAM", "eigencam"),
+    ],
+)
+def test_method_aliases_name_one_canonical_method(spelling, canonical):
+    assert get_method(spelling) is METHODS[canonical]
+
+
+def test_aliases_compute_the_canonical_maps(model):
+    model.eval()
+    torch.testing.assert_close(
+        compute_cams(model, X, ["layer3"], method="Grad-CAM++")["layer3"],
+        compute_cams(model, X, ["layer3"], method="gradcampp")["layer3"],
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_an_alias_cannot_name_two_methods():
+    before = (dict(METHODS), dict(ALIASES))
+    with pytest.raises(
+        ValueError, match=r"CAM method 'mine': the spelling 'Grad_CAM' already means 'gradcam'"
+    ):
+        register("mine", aliases=("Grad_CAM",))(lambda a, g: a.sum(dim=1))
+    assert before == (METHODS, ALIASES)  # nothing half-registered

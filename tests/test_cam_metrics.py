@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+import torchvision
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
@@ -129,7 +130,6 @@ def test_rise_rewards_the_right_map():
 
 
 def test_on_resnet_maps_from_compute_cams():
-    torchvision = pytest.importorskip("torchvision")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

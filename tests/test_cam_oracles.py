@@ -1,4 +1,8 @@
-"""Our maps against independent implementations: pytorch-grad-cam (every method it shares) and captum."""
+"""Our maps against independent implementations: pytorch-grad-cam (every method it shares) and captum.
+
+Both come with the `dev` extra. Without it these tests are skipped with the reason, except under
+CALTECH_CAM_CI=1 (set by CI), where a missing oracle fails the run (see `require` in conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from torch import nn
 
 from caltech_cam.cam import capture, compute_cams, postprocess
 from caltech_cam.cam.methods import eigencam
+from tests.conftest import require
 
-pgc = pytest.importorskip("pytorch_grad_cam")
-captum_attr = pytest.importorskip("captum.attr")
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+pgc = require("pytorch_grad_cam")
+captum_attr = require("captum.attr")
+ClassifierOutputTarget = require("pytorch_grad_cam.utils.model_targets").ClassifierOutputTarget
 
 ORACLES = {
     "gradcam": pgc.GradCAM,
@@ -120,3 +125,15 @@ def test_gradcam_raw_map_matches_captum(resnet, layer):
     theirs = captum_attr.LayerAttribution.interpolate(attribution, tuple(x.shape[-2:]), "bilinear")[:, 0]
     assert theirs.abs().amax() > 0.1
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_a_missing_oracle_skips_locally_and_fails_in_ci(monkeypatch):
+    monkeypatch.delenv("CALTECH_CAM_CI", raising=False)
+    with pytest.raises(
+        pytest.skip.Exception, match=r"no_such_oracle is not installed .*pip install -e \.\[dev\]"
+    ):
+        require("no_such_oracle")
+    monkeypatch.setenv("CALTECH_CAM_CI", "1")
+    with pytest.raises(pytest.fail.Exception, match=r"CALTECH_CAM_CI=1 and no_such_oracle is not installed"):
+        require("no_such_oracle")
+    assert require("captum.attr") is captum_attr

@@ -6,9 +6,8 @@ import matplotlib
 import pytest
 import torch
 import torchvision
-from matplotlib.figure import Figure
 
-from caltech_cam.cam import captioned_grid, colormap_lut, make_grid, overlay, save_png
+from caltech_cam.cam import colormap_lut, make_grid, overlay, save_png, to_pil
 
 
 def colour(cmap: str, value: float) -> torch.Tensor:
@@ -43,7 +42,7 @@ def test_grid_places_every_tile_with_white_gutters():
     b, h, w, pad = 2, 6, 4, 2
     images = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8)
     maps = {"layer1": torch.rand(b, h, w), "layer4": torch.rand(b, h, w)}
-    grid, figure = make_grid(images, maps, ["true: ak47 / pred: dog", "true: cat / pred: cat"], pad=pad)
+    grid = make_grid(images, maps, pad=pad, titles=False)
     columns = [images, overlay(images, maps["layer1"]), overlay(images, maps["layer4"])]
     assert grid.shape == (3, pad + b * (h + pad), pad + 3 * (w + pad)) and grid.dtype == torch.uint8
     gutter = torch.ones_like(grid, dtype=torch.bool)
@@ -53,53 +52,66 @@ def test_grid_places_every_tile_with_white_gutters():
             assert torch.equal(grid[:, top : top + h, left : left + w], tiles[row]), (row, col)
             gutter[:, top : top + h, left : left + w] = False
     assert (grid[gutter] == 255).all()
-    # The Figure: same tiles, columns titled, rows captioned.
-    axes = figure.axes
-    assert len(axes) == b * 3
-    assert [ax.get_title() for ax in axes[:3]] == ["input", "layer1", "layer4"]
-    assert axes[3].get_ylabel() == "true: cat / pred: cat"
-    assert (axes[4].get_images()[0].get_array() == columns[1][1].permute(1, 2, 0).numpy()).all()
 
 
 def test_grid_column_order_follows_layer_names():
     images = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
     maps = {"a": torch.zeros(1, 4, 4), "b": torch.ones(1, 4, 4)}
-    grid, _ = make_grid(images, maps, layer_names=["b"], pad=0, alpha=1.0)
+    grid = make_grid(images, maps, layer_names=["b"], pad=0, alpha=1.0, titles=False)
     assert grid.shape == (3, 4, 8)
     assert torch.equal(grid[:, 0, 4], colour("jet", 1.0))
 
 
-def test_save_png_round_trips_tensors_and_writes_figures(tmp_path):
+def test_precomputed_overlays_are_used_as_given():
+    images = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+    maps = {"a": torch.zeros(1, 4, 4)}
+    mark = torch.full((1, 3, 4, 4), 7, dtype=torch.uint8)
+    grid = make_grid(images, maps, pad=0, titles=False, overlaid={"a": mark})
+    assert torch.equal(grid[:, :, 4:], mark[0])
+
+
+def test_save_png_and_to_pil_round_trip_tensors(tmp_path):
     picture = torch.randint(0, 256, (3, 10, 14), dtype=torch.uint8)
     path = save_png(picture, tmp_path / "nested" / "grid.png")
     assert torch.equal(torchvision.io.read_image(str(path)), picture)
-    figure = Figure(figsize=(2, 1))
-    figure.subplots().plot([0, 1])
-    fig_path = save_png(figure, tmp_path / "figure.png", dpi=50)
-    assert torchvision.io.read_image(str(fig_path)).shape == (4, 50, 100)  # RGBA, figsize × dpi
-    with pytest.raises(ValueError, match="uint8 \\(3, H, W\\) tensor or a Figure, got Tensor"):
-        save_png(picture.float(), tmp_path / "bad.png")
+    image = to_pil(picture)
+    assert image.size == (14, 10) and image.getpixel((3, 2)) == tuple(picture[:, 2, 3].tolist())
+    for bad, what in ((picture.float(), "torch.float32 \\(3, 10, 14\\)"), ("x.png", "str")):
+        with pytest.raises(ValueError, match=f"expected a uint8 \\(3, H, W\\) picture tensor, got {what}"):
+            save_png(bad, tmp_path / "bad.png")
 
 
-def test_captioned_grid_keeps_the_tiles_and_draws_titles_and_captions():
-    b, h, w, pad = 2, 32, 32, 2
-    images = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8)
-    maps = {"layer1": torch.rand(b, h, w), "layer4": torch.rand(b, h, w)}
-    tiles, _ = make_grid(images, maps, pad=pad, figure=False)
-    captions = ["true: ak47\npred: dog", "true: cat\npred: cat"]
-    picture = captioned_grid(images, maps, captions, pad=pad)
-    assert picture.dtype == torch.uint8 and picture.shape[0] == 3 and picture.shape[2] == tiles.shape[2]
-    # Find each row of tiles in the picture: identical pixels, in order, separated by text bands.
-    rows = tiles[:, pad:].split(h + pad, dim=1)
+def find_rows(picture: torch.Tensor, tiles: torch.Tensor, h: int, pad: int) -> list[int]:
+    """Where each row of tiles (with its gutter) sits in `picture`: identical pixels, exactly once each."""
     tops = []
-    for row in rows:
+    for row in tiles[:, pad:].split(h + pad, dim=1):
         hits = [y for y in range(picture.shape[1] - h) if torch.equal(picture[:, y : y + h + pad], row)]
         assert len(hits) == 1
         tops.append(hits[0])
+    return tops
+
+
+def test_titles_and_captions_are_drawn_around_unchanged_tiles():
+    b, h, w, pad = 2, 32, 32, 2
+    images = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8)
+    maps = {"layer1": torch.rand(b, h, w), "layer4": torch.rand(b, h, w)}
+    tiles = make_grid(images, maps, pad=pad, titles=False)
+    captions = ["true: ak47\npred: dog", "true: cat\npred: cat"]
+    picture = make_grid(images, maps, captions, pad=pad)
+    assert picture.dtype == torch.uint8 and picture.shape[0] == 3 and picture.shape[2] == tiles.shape[2]
+    tops = find_rows(picture, tiles, h, pad)
     assert 0 < tops[0] < tops[1]
     title_band = picture[:, : tops[0]]
     caption_band = picture[:, tops[0] + h + pad : tops[1]]
     assert (title_band < 128).any(), "column titles are drawn"
     assert (caption_band < 128).any(), "the first row's caption is drawn"
-    other = captioned_grid(images, maps, ["x", "y"], pad=pad)
-    assert not torch.equal(other, picture)
+    assert not torch.equal(make_grid(images, maps, ["x", "y"], pad=pad), picture)
+    # Titles only: the rows follow each other directly under the title band, which is the same as above.
+    titled = make_grid(images, maps, pad=pad)
+    assert find_rows(titled, tiles, h, pad) == [tops[0], tops[0] + h + pad]
+    assert titled.shape[1] == tops[0] + b * (h + pad)
+    assert torch.equal(titled[:, : tops[0]], title_band)
+    # Captions only: no title band, the first row where the bare grid has it.
+    untitled = make_grid(images, maps, captions, pad=pad, titles=False)
+    assert find_rows(untitled, tiles, h, pad)[0] == pad
+    assert untitled.shape[1] == picture.shape[1] - tops[0] + pad

@@ -2,9 +2,10 @@
 
 Loads a `train` checkpoint, applies the model's evaluation preset to each image, and writes into `out_dir`
 one PNG grid per image (the input as the model sees it, then one CAM overlay per layer, the top prediction in
-the caption) and `predictions.json` (top-5 classes with names and probabilities per image). Every image is
-found and decoded before the model is loaded: a missing path or an unreadable file stops the run with an
-error naming it, before anything is written.
+the caption) and `predictions.json` (top-5 classes with names and probabilities per image, and the files in
+the given folders that are not images). Every image is found and decoded before the model is loaded: a
+missing path or an unreadable file stops the run with an error naming it, before anything is written. The
+work is `caltech_cam.cam.Explainer`'s, the same as the callback's and the notebook's.
 """
 
 from __future__ import annotations
@@ -19,33 +20,39 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from caltech_cam.cam import compute_cams, get_method, make_grid, save_png
+from caltech_cam.cam import Explainer, get_method, save_png
 from caltech_cam.config import config_dir
 from caltech_cam.data.decode import BadImageError, load_rgb
+from caltech_cam.data.index import IMAGE_EXTENSIONS
 from caltech_cam.module import load_classifier
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
-
-def find_images(entries: Sequence[str | Path]) -> list[Path]:
-    """Files as given (any suffix), folders searched recursively for .jpg/.jpeg/.png (sorted)."""
+def find_images(entries: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
+    """(images, left out): files as given (any suffix); folders searched recursively (sorted) for the suffixes
+    in `data.index.IMAGE_EXTENSIONS`, every other file found in them counted as left out."""
     found: list[Path] = []
+    left_out: list[Path] = []
     for entry in entries:
         path = Path(entry)
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            inside = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
             if not inside:
-                raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images in folder {path}")
+                raise FileNotFoundError(
+                    f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder {path}"
+                    + (f"; it holds only {', '.join(p.name for p in files[:5])}" if files else "")
+                )
             found += inside
+            left_out += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
         elif path.is_file():
             found.append(path)
         else:
             raise FileNotFoundError(f"image path not found: {path}")
     if not found:
         raise FileNotFoundError("no images given: pass images=[file.jpg,folder/,...]")
-    return found
+    return found, left_out
 
 
 def explain(
@@ -59,10 +66,17 @@ def explain(
     batch_size: int = 8,
     colormap: str = "jet",
     alpha: float = 0.5,
-) -> list[dict[str, Any]]:
-    """Write a CAM grid per image and `predictions.json` into `out_dir`; returns the per-image records."""
-    get_method(method)  # an unknown method fails before any work
-    paths = find_images(images)
+) -> dict[str, Any]:
+    """Write a CAM grid per image and `predictions.json` into `out_dir`; returns what the JSON holds."""
+    method = get_method(method).name  # an unknown method fails before any work; aliases become canonical
+    paths, left_out = find_images(images)
+    if left_out:
+        log.warning(
+            "left out %d file(s) without an image suffix (%s): %s",
+            len(left_out),
+            ", ".join(sorted(IMAGE_EXTENSIONS)),
+            ", ".join(str(p) for p in left_out),
+        )
     # Decode every file once up front (and drop it) so that a bad one stops the run before any output.
     try:
         for path in paths:
@@ -70,33 +84,16 @@ def explain(
     except BadImageError as exc:  # its own hint (data.bad_images=skip) is for training, not for this CLI
         raise ValueError(f"bad image {exc.path}: {exc.reason}; remove it from images=") from None
     module = load_classifier(ckpt, map_location=device)
-    layers = list(layers) if layers else list(module.cam_layers)
-    preset, names = module.preset, module.class_names
-    transform = preset.transform(train=False)
+    explainer = Explainer.of(module, layers, method=method, colormap=colormap, alpha=alpha)
+    names = module.class_names
     out = Path(out_dir)
     records: list[dict[str, Any]] = []
     for start in range(0, len(paths), batch_size):
-        chunk = [load_rgb(p) for p in paths[start : start + batch_size]]
-        x = torch.stack([transform(p) for p in chunk]).to(device)
-        maps = compute_cams(module.model, x, layers, method=method)
-        with torch.inference_mode():
-            probabilities = module(x).softmax(dim=1)
-        top = probabilities.topk(min(5, probabilities.shape[1]), dim=1)
-        # The model may see gray (inception preset); the overlay shows the same crop in colour.
-        backdrops = torch.stack([preset.eval_view(p) for p in chunk]).to(device)
-        for i, (classes, probs) in enumerate(zip(top.indices.tolist(), top.values.tolist(), strict=True)):
-            index = start + i
-            path = paths[index]
-            caption = f"{path.name}\npred: {names[classes[0]]} ({probs[0]:.1%})"
-            _, figure = make_grid(
-                backdrops[i : i + 1],
-                {layer: m[i : i + 1] for layer, m in maps.items()},
-                [caption],
-                layers,
-                cmap=colormap,
-                alpha=alpha,
-            )
-            grid_path = save_png(figure, out / f"{index:04d}_{path.stem}_{method}.png")
+        chunk = paths[start : start + batch_size]
+        explained = explainer.explain_files(chunk)
+        top_p, top_c = explained.top(5)
+        for i, (path, classes, probs) in enumerate(zip(chunk, top_c.tolist(), top_p.tolist(), strict=True)):
+            grid_path = save_png(explained.grid(rows=[i]), out / f"{start + i:04d}_{path.stem}_{method}.png")
             records.append(
                 {
                     "image": str(path),
@@ -108,16 +105,22 @@ def explain(
                 }
             )
             log.info("%s -> %s (%s %.1f%%)", path, grid_path.name, names[classes[0]], 100 * probs[0])
-    summary = {"checkpoint": str(ckpt), "method": method, "layers": layers, "images": records}
+    summary = {
+        "checkpoint": str(ckpt),
+        "method": method,
+        "layers": explainer.layers,
+        "images": records,
+        "left_out": [str(p) for p in left_out],
+    }
     (out / "predictions.json").write_text(json.dumps(summary, indent=2))
-    return records
+    return summary
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="explain")
 def main(cfg: DictConfig) -> None:
     images = list(cfg.images) if isinstance(cfg.images, ListConfig) else [cfg.images]
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    records = explain(
+    summary = explain(
         cfg.ckpt_path,
         images,
         cfg.out_dir,
@@ -128,7 +131,11 @@ def main(cfg: DictConfig) -> None:
         colormap=cfg.colormap,
         alpha=cfg.alpha,
     )
-    print(f"{len(records)} image(s) explained with {cfg.method}: grids and predictions.json in {cfg.out_dir}")
+    left_out = f"; {len(summary['left_out'])} non-image file(s) left out" if summary["left_out"] else ""
+    print(
+        f"{len(summary['images'])} image(s) explained with {summary['method']}: grids and predictions.json "
+        f"in {cfg.out_dir}{left_out}"
+    )
 
 
 if __name__ == "__main__":

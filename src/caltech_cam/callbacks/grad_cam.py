@@ -6,21 +6,14 @@ import itertools
 import logging
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from caltech_cam.cam import (
-    METHODS,
-    cams_from_capture,
-    captioned_grid,
-    capture,
-    confidence_change,
-    get_method,
-    overlay,
-)
+from caltech_cam.cam import Explainer, colormap_lut, get_method, require_explainable
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +46,13 @@ class GradCAMLogger(L.Callback):
     - `gradcam/overview`: rows = images, columns = input then each layer (the study's figure of ResNet stages);
     - `gradcam/average_drop/<layer>` and `gradcam/increase_in_confidence/<layer>`: faithfulness on the probe.
 
-    Other ranks return at once (no collectives inside, so no rank waits on another). The maps come from one engine
-    call on the unwrapped `pl_module.model`, which leaves weights, `.grad`, BatchNorm statistics, RNG and module
-    modes untouched. An exception is logged once as a warning and training continues, unless `strict`.
+    The module must be `caltech_cam.cam.Explainable` (`.model`, `.cam_layers`, `.class_names`, `.preset`).
+    Configuration is checked in `setup`, before the first epoch and whatever `strict` says: the module, layer
+    names, method (any alias of `methods.get_method`), and the datamodule's `val_dataset`; a missing
+    TensorBoardLogger is warned about there once, and then nothing is logged. Other ranks return at once (no
+    collectives inside, so no rank waits on another). The maps come from one `Explainer` pass on the unwrapped
+    `pl_module.model`, which leaves weights, `.grad`, BatchNorm statistics, RNG and module modes untouched. An
+    exception while logging is warned about once and training continues, unless `strict`.
     """
 
     def __init__(
@@ -70,33 +67,60 @@ class GradCAMLogger(L.Callback):
         strict: bool = False,
     ) -> None:
         super().__init__()
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}.")
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
-        # A wrong method name fails at construction, not epochs later.
-        if method not in METHODS:
-            raise ValueError(f"Unknown CAM method {method!r}; expected one of {sorted(METHODS)}.")
+        colormap_lut(colormap)
         self.num_images = num_images
         self.layers = list(layers) if layers else None
-        self.method = method
+        self.method = get_method(method).name  # canonical: `gradcam++` is stored as `gradcampp`
         self.every_n_epochs = every_n_epochs
         self.colormap = colormap
         self.alpha = alpha
         self.faithfulness = faithfulness
         self.strict = strict
+        self._explainer: Explainer | None = None
         self._probe: tuple[Tensor, Tensor] | None = None
-        self._warned = False
+        self._failure_warned = False
+        self._no_logger_warned = False
+
+    # ------------------------------------------------------------------------------------------------- checks
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Fail on a misconfiguration now, not at the first validation end (cf. Lightning's LearningRateMonitor)."""
+        module = require_explainable(pl_module, "GradCAMLogger")
+        self._explainer_for(module)  # layer names and method, checked now
+        if stage in ("fit", "validate"):
+            # The datamodule's own setup has run by now (Lightning calls it before the callbacks').
+            datamodule = trainer.datamodule
+            if getattr(datamodule, "val_dataset", None) is None:
+                raise RuntimeError(
+                    "GradCAMLogger needs a datamodule with a `val_dataset` (images and .labels); got "
+                    f"{type(datamodule).__name__ if datamodule is not None else 'no datamodule'}. Pass "
+                    "`datamodule=` to trainer.fit/validate or disable the callback."
+                )
+        if self._writer(trainer) is None and trainer.is_global_zero and not self._no_logger_warned:
+            log.warning(
+                "GradCAMLogger: no TensorBoardLogger among the trainer's loggers; nothing is logged "
+                "(callbacks.grad_cam.enabled=false silences this)."
+            )
+            self._no_logger_warned = True
+
+    def _explainer_for(self, module: Any) -> Explainer:
+        if self._explainer is None or self._explainer.model is not module.model:
+            self._explainer = Explainer.of(
+                module, self.layers, method=self.method, colormap=self.colormap, alpha=self.alpha
+            )
+        return self._explainer
 
     # ------------------------------------------------------------------------------------------------- probe
     def _probe_on(self, trainer: L.Trainer, device: torch.device) -> tuple[Tensor, Tensor]:
         """The probe batch (normalized images, labels), built once and kept on the model's device."""
         if self._probe is None or self._probe[0].device != device:
-            dataset = getattr(trainer.datamodule, "val_dataset", None) if trainer.datamodule else None
-            if dataset is None:
-                raise RuntimeError("GradCAMLogger needs a datamodule with a `val_dataset` (labels + images).")
-            indices = select_probe(dataset.labels, self.num_images)
-            items = [dataset[i] for i in indices]
+            dataset = trainer.datamodule.val_dataset
+            items = [dataset[i] for i in select_probe(dataset.labels, self.num_images)]
             images = torch.stack([image for image, _ in items]).to(device)
             labels = torch.tensor([label for _, label in items], device=device)
             self._probe = (images, labels)
@@ -114,49 +138,34 @@ class GradCAMLogger(L.Callback):
         try:
             self._log(trainer, pl_module, writer)
         except Exception:
+            # The safety net is for failures at run time (a layer without a 4-D map, out of memory...):
+            # configuration errors were raised in `setup`.
             if self.strict:
                 raise
-            if not self._warned:
+            if not self._failure_warned:
                 log.warning(
                     "GradCAMLogger failed; training continues without CAMs.\n%s", traceback.format_exc()
                 )
-                self._warned = True
+                self._failure_warned = True
 
-    def _writer(self, trainer: L.Trainer):
+    @staticmethod
+    def _writer(trainer: L.Trainer) -> Any:
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 return logger.experiment
-        if not self._warned:
-            log.warning("GradCAMLogger: no TensorBoardLogger among the trainer's loggers; nothing is logged.")
-            self._warned = True
         return None
 
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, writer) -> None:
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
         images, labels = self._probe_on(trainer, pl_module.device)
-        layers = self.layers or list(pl_module.cam_layers)
-        method = get_method(self.method)
+        explainer = self._explainer_for(pl_module)
         # One engine pass for every layer; its targets are the predicted classes, which the captions show.
-        seen = capture(pl_module.model, images, layers, gradients=method.uses_gradients)
-        maps = cams_from_capture(seen, method, (images.shape[-2], images.shape[-1]))
-        names = pl_module.class_names
-        captions = [
-            f"true: {names[t]} / pred: {names[p]}"
-            for t, p in zip(labels.tolist(), seen.targets.tolist(), strict=True)
-        ]
-        shown = pl_module.preset.denormalize(images)
+        explained = explainer.explain(images, labels=labels)
         step = trainer.global_step
-        overlaid = {
-            layer: overlay(shown, maps[layer], cmap=self.colormap, alpha=self.alpha) for layer in layers
-        }
-        style = {"captions": captions, "overlaid": overlaid}
-        for layer in layers:
-            grid = captioned_grid(shown, {layer: maps[layer]}, **style)
-            writer.add_image(f"gradcam/{layer}", grid, step, dataformats="CHW")
-        grid = captioned_grid(shown, maps, **style)
-        writer.add_image("gradcam/overview", grid, step, dataformats="CHW")
+        for layer in explained.layers:
+            writer.add_image(f"gradcam/{layer}", explained.grid([layer]), step, dataformats="CHW")
+        writer.add_image("gradcam/overview", explained.grid(), step, dataformats="CHW")
         if self.faithfulness:
-            scores = confidence_change(pl_module.model, images, maps, seen.targets, logits=seen.logits)
-            for layer, values in scores.items():
+            for layer, values in explainer.faithfulness(explained).items():
                 writer.add_scalar(f"gradcam/average_drop/{layer}", float(values["average_drop"]), step)
                 writer.add_scalar(
                     f"gradcam/increase_in_confidence/{layer}", float(values["increase_in_confidence"]), step

@@ -1,15 +1,16 @@
-"""Grad-CAM and relatives for every layer in one pass, their rendering and their faithfulness metrics."""
+"""Grad-CAM and relatives for every layer in one pass, their rendering, their faithfulness, and the explainer."""
 
 from caltech_cam.cam.engine import (
     Capture,
     cams_from_capture,
     capture,
+    check_layers,
     compute_cams,
-    get_method,
     minmax,
     postprocess,
 )
-from caltech_cam.cam.methods import METHODS, Method, register
+from caltech_cam.cam.explainer import Explainable, Explainer, Explanation, require_explainable
+from caltech_cam.cam.methods import ALIASES, METHODS, Method, get_method, register
 from caltech_cam.cam.metrics import (
     average_drop,
     confidence_change,
@@ -18,16 +19,20 @@ from caltech_cam.cam.metrics import (
     insertion_auc,
     target_probabilities,
 )
-from caltech_cam.cam.render import captioned_grid, colormap_lut, make_grid, overlay, save_png
+from caltech_cam.cam.render import colormap_lut, make_grid, overlay, save_png, to_pil
 
 __all__ = [
+    "ALIASES",
     "METHODS",
     "Capture",
+    "Explainable",
+    "Explainer",
+    "Explanation",
     "Method",
     "average_drop",
     "cams_from_capture",
-    "captioned_grid",
     "capture",
+    "check_layers",
     "colormap_lut",
     "compute_cams",
     "confidence_change",
@@ -40,6 +45,8 @@ __all__ = [
     "overlay",
     "postprocess",
     "register",
+    "require_explainable",
     "save_png",
     "target_probabilities",
+    "to_pil",
 ]

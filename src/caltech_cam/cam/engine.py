@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from caltech_cam.cam.methods import METHODS, Method
+from caltech_cam.cam.methods import Method, get_method
 from caltech_cam.models.outputs import logits_of
 
 
@@ -85,7 +85,11 @@ def _hooked(modules: dict[str, nn.Module], layers: Sequence[str]) -> Iterator[di
         seen.clear()
 
 
-def _check_layers(model: nn.Module, layers: Sequence[str]) -> tuple[list[str], dict[str, nn.Module]]:
+def check_layers(model: nn.Module, layers: Sequence[str]) -> tuple[list[str], dict[str, nn.Module]]:
+    """`layers` as a list, and the model's named modules; ValueError for an empty list, an unknown or repeated name.
+
+    Only names are checked: whether a layer runs once and outputs a 4-D map shows in the forward pass.
+    """
     if isinstance(layers, str):
         layers = [layers]
     layers = list(layers)
@@ -150,7 +154,7 @@ def capture(
             f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, Tensor) else images
         )
         raise ValueError(f"images must be a float tensor (B, C, H, W), got {what}")
-    layers, modules = _check_layers(model, layers)
+    layers, modules = check_layers(model, layers)
     wanted = check_targets(targets, images.shape[0])
     with (
         evaluating(model, grad=gradients, device_type=images.device.type),
@@ -212,13 +216,6 @@ def postprocess(raw: Tensor, size: tuple[int, int], *, normalize: bool = True) -
             maps = minmax(maps)
         maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         return minmax(maps) if normalize else maps
-
-
-def get_method(name: str) -> Method:
-    """The registered method called `name` (see `methods.METHODS`)."""
-    if name not in METHODS:
-        raise ValueError(f"unknown CAM method {name!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[name]
 
 
 def _check_size(size: int | Sequence[int] | None, images: Tensor) -> tuple[int, int]:

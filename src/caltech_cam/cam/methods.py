@@ -1,12 +1,14 @@
 """CAM methods: each turns a layer's activations A (B, K, h, w) and gradients G = ∂y_c/∂A into a raw map (B, h, w).
 
 Raw means before the ReLU, upsampling and scaling that `engine.postprocess` applies to every method alike.
-Adding a method is a function here, registered by name, and a test.
+Adding a method is a function here, registered by name (with the spellings other libraries use as aliases),
+and a test. `get_method` is the one place a user's spelling is checked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,22 +24,53 @@ class Method:
     name: str
     fn: RawMap
     uses_gradients: bool = True
+    aliases: tuple[str, ...] = ()
 
     def __call__(self, activations: Tensor, gradients: Tensor | None) -> Tensor:
         return self.fn(activations, gradients)
 
 
 METHODS: dict[str, Method] = {}
+# Every accepted spelling, folded by `_key`, -> its canonical name (`grad-cam++` -> `gradcampp`).
+ALIASES: dict[str, str] = {}
 
 
-def register(name: str, *, uses_gradients: bool = True) -> Callable[[RawMap], RawMap]:
-    """Add a raw-map function to `METHODS` under `name`."""
+def _key(spelling: str) -> str:
+    """Case, spaces, '-' and '_' do not matter; '++' and 'PlusPlus' both mean 'pp'."""
+    folded = re.sub(r"[\s_-]", "", spelling.lower())
+    return folded.replace("++", "pp").replace("plusplus", "pp")
+
+
+def register(
+    name: str, *, uses_gradients: bool = True, aliases: Sequence[str] = ()
+) -> Callable[[RawMap], RawMap]:
+    """Add a raw-map function to `METHODS` under `name`; `aliases` are other spellings `get_method` accepts."""
 
     def add(fn: RawMap) -> RawMap:
-        METHODS[name] = Method(name, fn, uses_gradients)
+        keys = {_key(spelling): spelling for spelling in (name, *aliases)}
+        for key, spelling in keys.items():
+            if ALIASES.get(key, name) != name:
+                raise ValueError(
+                    f"CAM method {name!r}: the spelling {spelling!r} already means {ALIASES[key]!r}"
+                )
+        METHODS[name] = Method(name, fn, uses_gradients, tuple(aliases))
+        ALIASES.update(dict.fromkeys(keys, name))
         return fn
 
     return add
+
+
+def get_method(name: str) -> Method:
+    """The registered method called `name` or one of its aliases (case, spaces, '-' and '_' ignored)."""
+    canonical = ALIASES.get(_key(name)) if isinstance(name, str) else None
+    if canonical is None:
+        spellings = ", ".join(
+            m.name + (f" (also {', '.join(m.aliases)})" if m.aliases else "") for m in METHODS.values()
+        )
+        raise ValueError(
+            f"unknown CAM method {name!r}; choose one of {spellings} (case, spaces, '-' and '_' are ignored)"
+        )
+    return METHODS[canonical]
 
 
 def weighted_sum(weights: Tensor, activations: Tensor) -> Tensor:
@@ -50,13 +83,13 @@ def gradcam_weights(activations: Tensor, gradients: Tensor) -> Tensor:
     return gradients.mean(dim=(2, 3))
 
 
-@register("gradcam")
+@register("gradcam", aliases=("grad-cam",))
 def gradcam(activations: Tensor, gradients: Tensor) -> Tensor:
     """Grad-CAM (Selvaraju et al., ICCV 2017): M = Σ_k α_k A_k, α_k = (1/hw) Σ_ij ∂y_c/∂A_k^ij."""
     return weighted_sum(gradcam_weights(activations, gradients), activations)
 
 
-@register("gradcampp")
+@register("gradcampp", aliases=("gradcam++", "gradcam_pp", "GradCAMPlusPlus"))
 def gradcampp(activations: Tensor, gradients: Tensor) -> Tensor:
     """Grad-CAM++ (Chattopadhay et al., WACV 2018, eq. 19 with exp(y_c)): M = Σ_k w_k A_k,
     w_k = Σ_ij a_k^ij ReLU(g_k^ij), a_k^ij = g² / (2g² + (Σ_ab A_k^ab) g³) with g = ∂y_c/∂A_k^ij.
@@ -69,7 +102,7 @@ def gradcampp(activations: Tensor, gradients: Tensor) -> Tensor:
     return weighted_sum((positive / (2 + sums * positive)).sum(dim=(2, 3)), activations)
 
 
-@register("hirescam")
+@register("hirescam", aliases=("hires-cam",))
 def hirescam(activations: Tensor, gradients: Tensor) -> Tensor:
     """HiResCAM (Draelos & Carin, 2020, arXiv:2011.08891): M = Σ_k G_k ⊙ A_k (element-wise, no averaging).
 
@@ -78,7 +111,7 @@ def hirescam(activations: Tensor, gradients: Tensor) -> Tensor:
     return (gradients * activations).sum(dim=1)
 
 
-@register("xgradcam")
+@register("xgradcam", aliases=("xgrad-cam",))
 def xgradcam(activations: Tensor, gradients: Tensor) -> Tensor:
     """XGrad-CAM (Fu et al., BMVC 2020): M = Σ_k α_k A_k, α_k = Σ_ij (A_k^ij / Σ_ab A_k^ab) ∂y_c/∂A_k^ij."""
     sums = activations.sum(dim=(2, 3))
@@ -87,13 +120,13 @@ def xgradcam(activations: Tensor, gradients: Tensor) -> Tensor:
     return weighted_sum(weights, activations)
 
 
-@register("layercam")
+@register("layercam", aliases=("layer-cam",))
 def layercam(activations: Tensor, gradients: Tensor) -> Tensor:
     """LayerCAM (Jiang et al., IEEE TIP 2021): M = Σ_k ReLU(∂y_c/∂A_k) ⊙ A_k."""
     return (gradients.clamp_min(0) * activations).sum(dim=1)
 
 
-@register("eigencam", uses_gradients=False)
+@register("eigencam", uses_gradients=False, aliases=("eigen-cam",))
 def eigencam(activations: Tensor, gradients: Tensor | None = None) -> Tensor:
     """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020): M_ij = (A_ij − Ā)·v₁, the projection of each position's
     channel vector, centred per channel over positions, on the first principal direction v₁ (top right

@@ -145,11 +145,29 @@ def _rise_curve(
         return _probabilities(model, images(), classes.repeat_interleave(steps + 1)).view(batch, steps + 1)
 
 
-def _check_saliency(images: Tensor, saliency: Tensor, steps: int) -> None:
+def _rise_auc(
+    model: nn.Module,
+    images: Tensor,
+    saliency: Tensor,
+    targets: Tensor | Sequence[int] | None,
+    steps: int,
+    chunk_size: int,
+    *,
+    insertion: bool,
+) -> Tensor:
+    """∫₀¹ p_c dt by the trapezoid rule on t = s/steps, (B,): deletion goes from the images to 0 (the mean colour
+    of a normalized input), insertion from RISE's blur (Gaussian, 11 px, σ = 5) to the images."""
     if saliency.shape != (images.shape[0], *images.shape[-2:]):
         raise ValueError(f"saliency of shape {tuple(saliency.shape)}; expected (B, H, W) of the images")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    _, classes = target_probabilities(model, images, targets, chunk_size=chunk_size)
+    if insertion:
+        start, end = TF.gaussian_blur(images, kernel_size=[11, 11], sigma=[5.0, 5.0]), images
+    else:
+        start, end = images, torch.zeros_like(images)
+    curve = _rise_curve(model, start, end, saliency, classes, steps, chunk_size)
+    return torch.trapezoid(curve, dx=1.0 / steps, dim=1)
 
 
 def deletion_auc(
@@ -166,10 +184,7 @@ def deletion_auc(
     AUC = ∫₀¹ p_c(x with the most salient fraction t of pixels set to 0) dt, by the trapezoid rule on
     t = s/steps. 0 is the mean colour of a normalized input. Costs B·(steps+1) forwards.
     """
-    _check_saliency(images, saliency, steps)
-    _, classes = target_probabilities(model, images, targets, chunk_size=chunk_size)
-    curve = _rise_curve(model, images, torch.zeros_like(images), saliency, classes, steps, chunk_size)
-    return torch.trapezoid(curve, dx=1.0 / steps, dim=1)
+    return _rise_auc(model, images, saliency, targets, steps, chunk_size, insertion=False)
 
 
 def insertion_auc(
@@ -186,8 +201,4 @@ def insertion_auc(
     AUC = ∫₀¹ p_c(blurred x with the most salient fraction t of pixels restored) dt, trapezoid rule on
     t = s/steps; the blur is RISE's (Gaussian, 11 px, σ = 5). Costs B·(steps+1) forwards.
     """
-    _check_saliency(images, saliency, steps)
-    _, classes = target_probabilities(model, images, targets, chunk_size=chunk_size)
-    blurred = TF.gaussian_blur(images, kernel_size=[11, 11], sigma=[5.0, 5.0])
-    curve = _rise_curve(model, blurred, images, saliency, classes, steps, chunk_size)
-    return torch.trapezoid(curve, dx=1.0 / steps, dim=1)
+    return _rise_auc(model, images, saliency, targets, steps, chunk_size, insertion=True)

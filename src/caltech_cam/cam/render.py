@@ -1,4 +1,8 @@
-"""Maps as pictures: colormap overlays and image × layer grids, as uint8 tensors until the file is written."""
+"""Maps as pictures: colormap overlays and the one image × layer grid, uint8 tensors until a file is written.
+
+`make_grid` is the only renderer: `explain`'s PNGs, the callback's TensorBoard pictures and the notebook all
+draw with it. Text is drawn by PIL into a white canvas that becomes a tensor; no numpy, no matplotlib Figure.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
-import numpy as np
 import torch
 import torchvision
-from matplotlib.figure import Figure
+import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
@@ -44,6 +47,15 @@ def overlay(images: Tensor, maps: Tensor, *, cmap: str = "jet", alpha: float = 0
     return blended.round().clamp(0, 255).to(torch.uint8)
 
 
+def _tiles(images: Tensor, columns: Sequence[Tensor], pad: int) -> Tensor:
+    """Rows = images, columns = `columns` (each uint8 (B, 3, H, W)), white `pad`-pixel gutters: (3, H', W')."""
+    batch, _, height, width = images.shape
+    tiles = torch.stack(list(columns), dim=1)  # (B, C, 3, H, W)
+    padded = torch.nn.functional.pad(tiles, (0, pad, 0, pad), value=255)
+    grid = padded.permute(2, 0, 3, 1, 4).reshape(3, batch * (height + pad), len(columns) * (width + pad))
+    return torch.nn.functional.pad(grid, (pad, 0, pad, 0), value=255)
+
+
 def make_grid(
     images: Tensor,
     maps: Mapping[str, Tensor],
@@ -53,17 +65,16 @@ def make_grid(
     cmap: str = "jet",
     alpha: float = 0.5,
     pad: int = 2,
-    figure: bool = True,
+    titles: bool = True,
     overlaid: Mapping[str, Tensor] | None = None,
-) -> tuple[Tensor, Figure | None]:
-    """Rows = images, columns = the input then one overlay per layer.
+) -> Tensor:
+    """Rows = images, columns = the input then one overlay per layer, as a uint8 (3, H', W') CPU tensor.
 
-    `images` uint8 (B, 3, H, W); `maps` layer -> (B, H, W) in [0, 1]; `captions` one line per row (e.g. true and
-    predicted class names); `layer_names` picks and orders the columns (default: the order of `maps`).
-    Returns a uint8 (3, H', W') tensor with white `pad`-pixel gutters (for TensorBoard `add_image`) and a
-    matplotlib Figure of the same tiles with column titles and row captions (not attached to pyplot: the
-    caller saves or closes it), or None with `figure=False` (the Figure costs far more than the tensor).
-    `overlaid`: layer -> overlays already computed by `overlay` (several grids of the same maps share them).
+    `images` uint8 (B, 3, H, W); `maps` layer -> (B, H, W) in [0, 1]; `layer_names` picks and orders the columns
+    (default: the order of `maps`). With `titles` the column names ("input", then the layers) are drawn above the
+    tiles; `captions` (one per row, may hold newlines) are drawn under each row. With neither, the tiles alone
+    with white `pad`-pixel gutters. `overlaid`: layer -> overlays already computed by `overlay` (several grids
+    of the same maps share them). For TensorBoard `add_image(tag, grid, step)` or `save_png`.
     """
     names = list(maps) if layer_names is None else list(layer_names)
     missing = [name for name in names if name not in maps]
@@ -76,72 +87,50 @@ def make_grid(
     columns = [images] + [
         done[name] if name in done else overlay(images, maps[name], cmap=cmap, alpha=alpha) for name in names
     ]
-    tiles = torch.stack(columns, dim=1)  # (B, C, 3, H, W)
-    padded = torch.nn.functional.pad(tiles, (0, pad, 0, pad), value=255)
-    grid = padded.permute(2, 0, 3, 1, 4).reshape(3, batch * (height + pad), len(columns) * (width + pad))
-    grid = torch.nn.functional.pad(grid, (pad, 0, pad, 0), value=255)
-
-    if not figure:
-        return grid, None
-    fig = Figure(figsize=(2.2 * len(columns), 2.3 * batch), layout="constrained")
-    axes = fig.subplots(batch, len(columns), squeeze=False)
-    titles = ["input", *names]
-    for row in range(batch):
-        for col, ax in enumerate(axes[row]):
-            ax.imshow(tiles[row, col].permute(1, 2, 0).cpu())
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(titles[col], fontsize=9)
-        if captions is not None:
-            axes[row, 0].set_ylabel(captions[row], fontsize=8)
-    return grid, fig
-
-
-def captioned_grid(
-    images: Tensor,
-    maps: Mapping[str, Tensor],
-    captions: Sequence[str],
-    layer_names: Sequence[str] | None = None,
-    *,
-    cmap: str = "jet",
-    alpha: float = 0.5,
-    pad: int = 2,
-    overlaid: Mapping[str, Tensor] | None = None,
-) -> Tensor:
-    """`make_grid`'s tiles with the column titles above and each row's caption (may hold newlines) under its row,
-    drawn into the picture itself: a uint8 (3, H', W') tensor for TensorBoard `add_image`, no Figure needed."""
-    names = list(maps) if layer_names is None else list(layer_names)
-    tiles, _ = make_grid(
-        images, maps, captions, names, cmap=cmap, alpha=alpha, pad=pad, figure=False, overlaid=overlaid
-    )
-    batch, _, height, _ = images.shape
+    tiles = _tiles(images, columns, pad).cpu()
+    if not titles and captions is None:
+        return tiles
     font = ImageFont.load_default(size=max(9, min(16, height // 8)))
     line = font.getbbox("Ag")[3] + 2
-    lines = max(caption.count("\n") + 1 for caption in captions)
-    band = lines * line + pad
+    title_band = line if titles else 0
+    caption_band = (max(c.count("\n") + 1 for c in captions) * line + pad) if captions is not None else 0
     row = height + pad
-    canvas = Image.new("RGB", (tiles.shape[2], line + pad + batch * (row + band)), "white")
+    canvas = Image.new("RGB", (tiles.shape[2], title_band + pad + batch * (row + caption_band)), "white")
     draw = ImageDraw.Draw(canvas)
-    tile_width = (tiles.shape[2] - pad) // (len(names) + 1)
-    for col, title in enumerate(["input", *names]):
-        draw.text((pad + col * tile_width, 1), title, fill="black", font=font)
-    strips = tiles[:, pad:].split(row, dim=1)
-    for r, strip in enumerate(strips):
-        top = line + pad + r * (row + band)
-        canvas.paste(Image.fromarray(strip.permute(1, 2, 0).cpu().numpy()), (0, top))
-        draw.multiline_text((pad, top + row), captions[r], fill="black", font=font, spacing=2)
-    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).to(tiles.device)
+    tile_width = width + pad
+    if titles:
+        for col, title in enumerate(["input", *names]):
+            draw.text((pad + col * tile_width, 1), title, fill="black", font=font)
+    tops = [title_band + pad + r * (row + caption_band) for r in range(batch)]
+    for top, caption in zip(tops, captions or [], strict=False):
+        draw.multiline_text((pad, top + row), caption, fill="black", font=font, spacing=2)
+    picture = torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8)
+    picture = picture.view(canvas.height, canvas.width, 3).permute(2, 0, 1).contiguous()
+    for top, strip in zip(tops, tiles[:, pad:].split(row, dim=1), strict=True):
+        picture[:, top : top + row] = strip
+    return picture
 
 
-def save_png(picture: Tensor | Figure, path: str | Path, *, dpi: int = 100) -> Path:
-    """Write a uint8 (3, H, W) tensor or a Figure as PNG (parent folders created); returns the path."""
+def to_pil(picture: Tensor) -> Image.Image:
+    """A uint8 (3, H, W) tensor as a PIL image (e.g. to show a grid in a notebook)."""
+    _check_picture(picture)
+    return TF.to_pil_image(picture.cpu())
+
+
+def save_png(picture: Tensor, path: str | Path) -> Path:
+    """Write a uint8 (3, H, W) tensor as PNG (parent folders created); returns the path."""
+    _check_picture(picture)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(picture, Figure):
-        picture.savefig(path, format="png", dpi=dpi)
-    elif isinstance(picture, Tensor) and picture.dtype == torch.uint8 and picture.ndim == 3:
-        torchvision.io.write_png(picture.cpu(), str(path))
-    else:
-        raise ValueError(f"save_png takes a uint8 (3, H, W) tensor or a Figure, got {type(picture).__name__}")
+    torchvision.io.write_png(picture.cpu(), str(path))
     return path
+
+
+def _check_picture(picture: object) -> None:
+    if not (isinstance(picture, Tensor) and picture.dtype == torch.uint8 and picture.ndim == 3):
+        what = (
+            f"{picture.dtype} {tuple(picture.shape)}"
+            if isinstance(picture, Tensor)
+            else type(picture).__name__
+        )
+        raise ValueError(f"expected a uint8 (3, H, W) picture tensor, got {what}")
