@@ -95,6 +95,7 @@ def test_rank_tag_names_every_non_zero_rank(clean_env):
     assert rank_tag() == ".rank-NODE_RANK1"
 
 
+@pytest.mark.slow
 def test_cli_refuses_ddp_in_a_multirun_before_touching_data(tmp_path, synthetic_root):
     missing = tmp_path / "no-such-data"
     proc = subprocess.run(

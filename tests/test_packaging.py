@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_plain_install_ships_the_configs(tmp_path):
     target = tmp_path / "site"
     subprocess.run(

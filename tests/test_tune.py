@@ -145,6 +145,7 @@ def test_each_trial_has_one_tensorboard_hparams_entry_with_its_metric(four_trial
         assert hparams["state"].string_value == "COMPLETE"
 
 
+@pytest.mark.slow
 def test_best_params_compose_back_into_the_train_config(four_trials, tmp_path):
     study_dir, args = four_trials
     best = journal(study_dir, "four").best_trial
