@@ -13,11 +13,12 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
+import pytest
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo")
@@ -37,6 +38,7 @@ class SlurmCluster:
     node: str
     cpus: int
     env: dict[str, str]
+    partition: str = PARTITION
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def run(self, *args: str, check: bool = True, timeout: float = 30) -> str:
@@ -225,6 +227,20 @@ def start_cluster(root: Path, timeout: float = 60) -> SlurmCluster:
         cluster.stop()
         raise SlurmUnavailable(f"the local SLURM cluster did not start: {error}\n{logs}") from error
     return cluster
+
+
+def cluster_or_skip(root: Path) -> Iterator[SlurmCluster]:
+    """Yield a started cluster and stop it afterwards; skip (fail under CALTECH_CAM_CI=1) when it cannot start."""
+    try:
+        cluster = start_cluster(root)
+    except SlurmUnavailable as error:
+        if os.environ.get("CALTECH_CAM_CI") == "1":
+            pytest.fail(f"CALTECH_CAM_CI=1 and SLURM is required, but {error}")
+        pytest.skip(f"no local SLURM cluster: {error}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 class EpochLog(L.Callback):
