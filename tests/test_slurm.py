@@ -13,11 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
-from tests.conftest import tiny_overrides
+from caltech_cam.config import config_dir
+from caltech_cam.launch import launcher_plugin
+from caltech_cam.resume import resume_checkpoint
+from tests.conftest import compose_train, tiny_overrides
 from tests.slurm_cluster import SlurmCluster, read_epoch_log, wait_for
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_EPOCHS = 3
@@ -95,6 +99,69 @@ class Interrupted:
     manifest_before: bytes
 
 
+# ------------------------------------------------------------------------------------------ without SLURM
+def _run_cfg(run: Path, *overrides: str):
+    cfg = compose_train(["data=synthetic", f"paths.output_dir={run}", *overrides])
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def test_resume_finds_the_run_directorys_last_checkpoint_and_split(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert resume_checkpoint(_run_cfg(run)) == (None, None)  # a fresh run starts from scratch
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"epoch": 0}, run / "checkpoints" / "last.ckpt")
+    (run / "split_manifest.csv").write_text("path,label,split\n")
+    found = (str(run / "checkpoints" / "last.ckpt"), str(run / "split_manifest.csv"))
+    assert resume_checkpoint(_run_cfg(run)) == found
+    # What the user passes wins; a disabled last_checkpoint callback means nothing to resume from.
+    mine = ("/elsewhere/x.ckpt", "/elsewhere/split.csv")
+    assert resume_checkpoint(_run_cfg(run, f"ckpt_path={mine[0]}", f"data.split_file={mine[1]}")) == mine
+    off = resume_checkpoint(_run_cfg(run, "callbacks.last_checkpoint.enabled=false"))
+    assert off == (None, str(run / "split_manifest.csv"))
+
+
+def test_resume_refuses_a_truncated_last_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"epoch": 0, "weights": torch.zeros(1000)}, run / "checkpoints" / "last.ckpt")
+    data = (run / "checkpoints" / "last.ckpt").read_bytes()
+    (run / "checkpoints" / "last.ckpt").write_bytes(
+        data[: len(data) // 2]
+    )  # as a SIGKILL mid-write leaves it
+    with pytest.raises(ValueError, match=r"last\.ckpt is not a complete checkpoint"):
+        resume_checkpoint(_run_cfg(run))
+
+
+def test_missing_launcher_plugin_names_the_package_to_install() -> None:
+    with pytest.raises(ImportError, match=r"pip install hydra-submitit-launcher"):
+        launcher_plugin("hydra_plugins.not_installed_launcher.module.Launcher", "hydra-submitit-launcher")
+    present = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher_plugin(present, "hydra-submitit-launcher") == present
+
+
+def test_slurm_launcher_config_follows_the_trainer() -> None:
+    GlobalHydra.instance().clear()
+    overrides = [
+        "hydra/launcher=slurm",
+        "trainer.devices=4",
+        "+trainer.num_nodes=2",
+        "hydra.launcher.partition=gpu",
+    ]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    # One SLURM task per device and as many nodes as the trainer spans; the user's keys pass through.
+    assert (launcher.tasks_per_node, launcher.nodes, launcher.partition) == (4, 2, "gpu")
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher.max_num_timeout > 0  # submitit requeues on timeouts...
+    # ... and Lightning's own SLURM auto-requeue is off, so only one of them owns the signals.
+    assert OmegaConf.to_container(cfg.trainer.plugins) == [
+        {"_target_": "lightning.pytorch.plugins.environments.SLURMEnvironment", "auto_requeue": False}
+    ]
+
+
+# --------------------------------------------------------------------------------- on the local cluster
 @pytest.fixture(scope="module")
 def requeue_sweep(
     slurm_cluster: SlurmCluster, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
@@ -165,6 +232,7 @@ def _check_resumed(entry: Interrupted) -> None:
     assert "test/acc_top1" in metrics(entry.run)["test"]
 
 
+@pytest.mark.slow
 def test_multirun_brings_back_both_jobs(requeue_sweep) -> None:
     tmp_path, _, jobs = requeue_sweep
     sweep = sweep_dir(tmp_path)
@@ -177,6 +245,7 @@ def test_multirun_brings_back_both_jobs(requeue_sweep) -> None:
         assert returned_value(sweep, entry.job) == pytest.approx(metrics(entry.run)["optimized_value"])
 
 
+@pytest.mark.slow
 def test_pre_timeout_signal_saves_requeues_and_resumes(requeue_sweep) -> None:
     _, _, jobs = requeue_sweep
     entry = jobs[0]
@@ -188,11 +257,13 @@ def test_pre_timeout_signal_saves_requeues_and_resumes(requeue_sweep) -> None:
     _check_resumed(entry)
 
 
+@pytest.mark.slow
 def test_preemption_resumes_from_last_checkpoint(requeue_sweep) -> None:
     _, _, jobs = requeue_sweep
     _check_resumed(jobs[1])
 
 
+@pytest.mark.slow
 def test_two_task_job_trains_with_ddp_over_gloo(
     slurm_cluster: SlurmCluster, synthetic_root: Path, tmp_path: Path
 ) -> None:
