@@ -36,8 +36,11 @@ def epoch_log(path: str, sleep_s: float = 0.0) -> list[str]:
     ]
 
 
-def launch(cluster: SlurmCluster, tmp_path: Path, data_root: Path, *overrides: str) -> subprocess.Popen:
-    """`python -m caltech_cam.train -m hydra/launcher=slurm <tiny run> <overrides>` in the background."""
+def launch(
+    cluster: SlurmCluster, tmp_path: Path, data_root: Path, *overrides: str, model: str = "resnet50"
+) -> subprocess.Popen:
+    """`python -m caltech_cam.train -m hydra/launcher=slurm <tiny run> <overrides> model=<model>` in the
+    background (`model` may be a sweep, e.g. resnet50,inception_v3; images are sized for the last one)."""
     args = [
         sys.executable,
         "-m",
@@ -48,7 +51,8 @@ def launch(cluster: SlurmCluster, tmp_path: Path, data_root: Path, *overrides: s
         "hydra.launcher.cpus_per_task=1",
         # At most 10 minutes: submitit counts a USR2 as a timeout (not a preemption), which max_num_timeout limits.
         "hydra.launcher.timeout_min=10",
-        *tiny_overrides(data_root, tmp_path),
+        *(o for o in tiny_overrides(data_root, tmp_path, model.split(",")[-1]) if not o.startswith("model=")),
+        f"model={model}",
         *overrides,
     ]
     env = {**cluster.env, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -166,7 +170,7 @@ def test_slurm_launcher_config_follows_the_trainer() -> None:
 def requeue_sweep(
     slurm_cluster: SlurmCluster, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
 ):
-    """A 2-job multirun; in the middle of training (epoch 1 of 3 started), job 0 gets the pre-timeout signal
+    """A 2-job multirun (model=resnet50,inception_v3); in the middle of training (epoch 1 of 3 started), job 0 gets the pre-timeout signal
     (`scancel --signal=USR2`) and job 1 is preempted (`scontrol requeue`). Both run at once, one CPU each."""
     tmp_path = tmp_path_factory.mktemp("requeue")
     proc = launch(
@@ -174,8 +178,8 @@ def requeue_sweep(
         tmp_path,
         synthetic_root,
         f"trainer.max_epochs={MAX_EPOCHS}",
-        "seed=1,2",
         *epoch_log("${paths.output_dir}/epochs.txt", sleep_s=4),
+        model="resnet50,inception_v3",
     )
     try:
         runs = tmp_path / "outputs" / "train" / "multiruns"
@@ -241,6 +245,8 @@ def test_multirun_brings_back_both_jobs(requeue_sweep) -> None:
         "1",
         "multirun.yaml",
     ]
+    # One SLURM job per Hydra job, each with its own model, and each job's return value came back to Hydra.
+    assert [metrics(jobs[n].run)["model"] for n in (0, 1)] == ["resnet50", "inception_v3"]
     for entry in jobs.values():
         assert returned_value(sweep, entry.job) == pytest.approx(metrics(entry.run)["optimized_value"])
 
@@ -260,7 +266,11 @@ def test_pre_timeout_signal_saves_requeues_and_resumes(requeue_sweep) -> None:
 @pytest.mark.slow
 def test_preemption_resumes_from_last_checkpoint(requeue_sweep) -> None:
     _, _, jobs = requeue_sweep
-    _check_resumed(jobs[1])
+    entry = jobs[1]
+    out = "".join(p.read_text() for p in sorted((entry.run.parent / ".submitit" / entry.job).glob("*_log.*")))
+    # SLURM itself stopped the job (SIGTERM, then SIGKILL after KillWait) and started it again.
+    assert "DUE TO JOB REQUEUE" in out and "SIGUSR2" not in out, out[-3000:]
+    _check_resumed(entry)
 
 
 @pytest.mark.slow
