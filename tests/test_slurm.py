@@ -144,6 +144,20 @@ def test_missing_launcher_plugin_names_the_package_to_install() -> None:
     assert launcher_plugin(present, "hydra-submitit-launcher") == present
 
 
+@pytest.mark.slow
+def test_launcher_without_multirun_stops_before_training(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "caltech_cam.train", "hydra/launcher=slurm", f"paths.root_dir={tmp_path}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "hydra/launcher=slurm only takes effect in a multirun: add -m" in proc.stderr, proc.stderr[-3000:]
+    assert not list(tmp_path.rglob("split_manifest.csv")) and not list(tmp_path.rglob("*.ckpt"))
+
+
 def test_slurm_launcher_config_follows_the_trainer() -> None:
     GlobalHydra.instance().clear()
     overrides = [

@@ -12,7 +12,6 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import caltech_cam.launch  # noqa: F401  (registers the launcher-plugin check used by conf/hydra/launcher)
 from caltech_cam.build import (
     build_callbacks,
     build_datamodule,
@@ -26,6 +25,7 @@ from caltech_cam.build import (
 )
 from caltech_cam.config import config_dir, plain
 from caltech_cam.data import MANIFEST_NAME, CaltechDataModule
+from caltech_cam.launch import check_launcher
 from caltech_cam.module import ClassifierModule
 from caltech_cam.resume import apply_resume
 
@@ -72,6 +72,7 @@ def _test(
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment; returns the final metrics (also written to <run dir>/metrics.json)."""
     check_model_config(cfg)
+    check_launcher()
     apply_resume(cfg)
     _reuse_split_when_resuming(cfg)
     L.seed_everything(cfg.seed, workers=True)
