@@ -187,6 +187,14 @@ def start_cluster(root: Path, timeout: float = 60) -> SlurmCluster:
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     node = socket.gethostname().split(".")[0]
+    try:
+        socket.gethostbyname(node)
+    except OSError as error:
+        # SLURM names the node by its short hostname, and DDP ranks meet at that name (MASTER_ADDR).
+        raise SlurmUnavailable(
+            f"this machine's short hostname {node!r} does not resolve ({error}); add it to /etc/hosts "
+            "(`bash .ci/slurm_setup.sh` does)."
+        ) from error
     cpus = os.cpu_count() or 1
     conf = root / "slurm.conf"
     conf.write_text(slurm_conf(root, node, cpus, _memory_mib(), (_free_port(), _free_port())))
