@@ -18,7 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from caltech_cam.config import config_dir
-from caltech_cam.launch import launcher_plugin
+from caltech_cam.launch import launcher_plugin, tasks_per_node
 from caltech_cam.resume import resume_checkpoint
 from tests.conftest import compose_train, tiny_overrides
 from tests.slurm_cluster import SlurmCluster, read_epoch_log, wait_for
@@ -142,6 +142,13 @@ def test_missing_launcher_plugin_names_the_package_to_install() -> None:
         launcher_plugin("hydra_plugins.not_installed_launcher.module.Launcher", "hydra-submitit-launcher")
     present = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert launcher_plugin(present, "hydra-submitit-launcher") == present
+
+
+def test_one_slurm_task_per_device() -> None:
+    assert [tasks_per_node(d) for d in (4, "2", [0, 3], OmegaConf.create([1, 2, 5]))] == [4, 2, 2, 3]
+    for bad in ("auto", -1, 0, [], True):
+        with pytest.raises(ValueError, match=r"trainer\.devices must be a number of devices"):
+            tasks_per_node(bad)
 
 
 @pytest.mark.slow

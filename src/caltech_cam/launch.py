@@ -5,12 +5,14 @@ chosen without `-m`, which Hydra silently ignores, stops the run before it train
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 RESOLVER = "caltech_cam.launcher_plugin"
+TASKS_RESOLVER = "caltech_cam.tasks_per_node"
 
 
 def launcher_plugin(target: str, package: str) -> str:
@@ -25,6 +27,20 @@ def launcher_plugin(target: str, package: str) -> str:
             "or drop the hydra/launcher override to run here."
         ) from error
     return target
+
+
+def tasks_per_node(devices: Any) -> int:
+    """SLURM tasks per node for `trainer.devices`: one task (DDP rank) per device, so a count is needed."""
+    if isinstance(devices, ListConfig | list | tuple) and len(devices) > 0:
+        return len(devices)
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        return devices
+    if isinstance(devices, str) and devices.isdigit() and int(devices) > 0:
+        return int(devices)
+    raise ValueError(
+        f"hydra/launcher=slurm starts one SLURM task per device, so trainer.devices must be a number of devices "
+        f"per node (e.g. trainer.devices=4) or a list of device ids, not {devices!r}."
+    )
 
 
 def check_launcher() -> None:
@@ -42,9 +58,12 @@ def check_launcher() -> None:
 
 
 def register_resolver() -> None:
-    """Make `${caltech_cam.launcher_plugin:<class>,<package>}` available to configs (idempotent)."""
+    """Make `${caltech_cam.launcher_plugin:<class>,<package>}` and `${caltech_cam.tasks_per_node:<devices>}`
+    available to configs (idempotent)."""
     if not OmegaConf.has_resolver(RESOLVER):
         OmegaConf.register_new_resolver(RESOLVER, launcher_plugin)
+    if not OmegaConf.has_resolver(TASKS_RESOLVER):
+        OmegaConf.register_new_resolver(TASKS_RESOLVER, tasks_per_node)
 
 
 register_resolver()
