@@ -195,7 +195,9 @@ def start_cluster(root: Path, timeout: float = 60) -> SlurmCluster:
             f"this machine's short hostname {node!r} does not resolve ({error}); add it to /etc/hosts "
             "(`bash .ci/slurm_setup.sh` does)."
         ) from error
-    cpus = os.cpu_count() or 1
+    # The CPUs this process may use (a container's cpuset can be smaller than the host): slurmd refuses to serve a
+    # node declared with more CPUs than it finds, and never more than that is needed here.
+    cpus = len(os.sched_getaffinity(0))
     conf = root / "slurm.conf"
     conf.write_text(slurm_conf(root, node, cpus, _memory_mib(), (_free_port(), _free_port())))
     env = {**os.environ, "SLURM_CONF": str(conf)}
