@@ -175,3 +175,11 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comple
 
 def run_dirs(tmp_path: Path, task: str = "train") -> list[Path]:
     return sorted((tmp_path / "outputs" / task).glob("*runs/*"))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A real one-node SLURM cluster (tests/slurm_cluster.py); skipped where SLURM cannot run, except in CI."""
+    from tests.slurm_cluster import cluster_or_skip
+
+    yield from cluster_or_skip(tmp_path_factory.mktemp("slurm"))

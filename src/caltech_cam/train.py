@@ -29,6 +29,8 @@ from caltech_cam.build import (
 from caltech_cam.config import config_dir, plain
 from caltech_cam.data import MANIFEST_NAME, CaltechDataModule
 from caltech_cam.distributed import SameRunDirectory, check_launch
+from caltech_cam.launch import check_launcher
+from caltech_cam.resume import apply_resume
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     """
     check_model_config(cfg)
     check_launch(cfg.trainer, multirun=_is_multirun())
+    check_launcher()
+    apply_resume(cfg)
     _reuse_split_when_resuming(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
