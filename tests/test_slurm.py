@@ -170,7 +170,7 @@ def test_slurm_launcher_config_follows_the_trainer() -> None:
     overrides = [
         "hydra/launcher=slurm",
         "trainer.devices=4",
-        "+trainer.num_nodes=2",
+        "trainer.num_nodes=2",
         "hydra.launcher.partition=gpu",
     ]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -315,8 +315,6 @@ def test_two_task_job_trains_with_ddp_over_gloo_and_resumes_after_requeue(
         "trainer.precision=32-true",
         "trainer.sync_batchnorm=false",
         f"trainer.max_epochs={MAX_EPOCHS}",
-        # Scoring the test split after DDP is the lead's part of issue 8; this checks the training spans both tasks.
-        "test=false",
         *epoch_log("${paths.output_dir}/epochs.txt", sleep_s=4),
     )
     try:
@@ -340,7 +338,11 @@ def test_two_task_job_trains_with_ddp_over_gloo_and_resumes_after_requeue(
     assert {(r["rank"], r["procid"], r["world_size"], r["restart"]) for r in rows} == {
         (rank, rank, 2, restart) for rank in (0, 1) for restart in (0, 1)
     }, rows
-    _check_resumed(entry, ranks=(0, 1), tested=False)
+    _check_resumed(entry, ranks=(0, 1))
+    scored = metrics(entry.run)
+    # The test split scored once across the two ranks: every image exactly once, none padded twice.
+    assert scored["world_size"] == 2
+    assert scored["test"]["test/images"] == scored["data"]["splits"]["test"]
     assert [p.relative_to(sweep) for p in sweep.rglob("metrics.json")] == [Path("0/metrics.json")]
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
     # Rank 0 requeued the job; submitit leaves that to rank 0 alone.

@@ -401,3 +401,29 @@ def test_two_worker_processes_share_one_journal_and_lose_no_trial(tmp_path, synt
     for out in outputs:
         assert len(re.findall(r"Trial \d+ COMPLETE val/acc_top1=", out)) == 2
     assert len(read_csv(study_dir / "trials.csv")) == 4
+
+
+@pytest.mark.slow
+def test_slurm_array_tasks_share_one_study(slurm_cluster, tmp_path, synthetic_root):
+    """`sbatch --array=0-1` running the same tune command: each task is a worker (tune.worker = the array index)
+    on one journal, and the study holds every task's trials."""
+    from tests.slurm_cluster import wait_for
+
+    study_dir = tmp_path / "outputs" / "tune" / "array"
+    args = [*train_args(synthetic_root, tmp_path), *SPACE, "tune.study_name=array", "tune.n_trials=1"]
+    command = shlex.join([sys.executable, "-m", "caltech_cam.tune", *args])
+    job = slurm_cluster.run(
+        "sbatch", "--parsable", "--array=0-1", f"--partition={slurm_cluster.partition}", "--ntasks=1",
+        "--cpus-per-task=1", f"--chdir={tmp_path}", f"--output={tmp_path}/array-%a.log",
+        f"--wrap=OMP_NUM_THREADS=1 {command}",
+    ).strip()  # fmt: skip
+    wait_for(lambda: not [j for j in slurm_cluster.jobs() if j.startswith(f"{job}_")], 400, "the array job")
+    logs = "".join(p.read_text() for p in sorted(tmp_path.glob("array-*.log")))
+    trials = journal(study_dir, "array").trials
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials), logs[-4000:]
+    # One trial per array task: two worker processes, seeded apart by their array index (tune.worker defaults to
+    # SLURM_ARRAY_TASK_ID), so their first draws differ; the same seed would draw the same point twice.
+    assert len({t.user_attrs["worker"] for t in trials}) == 2, logs[-4000:]
+    assert trials[0].params != trials[1].params
+    assert len({t.user_attrs["run_dir"] for t in trials}) == 2
+    assert len(read_csv(study_dir / "trials.csv")) == 2
