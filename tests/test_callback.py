@@ -209,6 +209,7 @@ def test_a_module_without_what_the_callback_needs_is_named_before_training(tmp_p
 
 def test_no_datamodule_is_named_before_validation(tmp_path, synthetic_root):
     datamodule, module = _built(tmp_path, synthetic_root)
+    datamodule.prepare_data()  # outside a Trainer: the data contract's two steps by hand
     datamodule.setup("validate")
     trainer = L.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[GradCAMLogger()]
