@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
@@ -183,3 +184,38 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
     from tests.slurm_cluster import cluster_or_skip
 
     yield from cluster_or_skip(tmp_path_factory.mktemp("slurm"))
+
+
+# ------------------------------------------------------------------------------------- a checkpoint to load
+def one_step_checkpoint(
+    path: Path,
+    model_name: str,
+    class_names: list[str],
+    preset: dict,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = 2,
+    weights_only: bool = False,
+) -> Path:
+    """A real `ClassifierModule` checkpoint after a short fit on `inputs` (no run directory, no logger)."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from caltech_cam.module import ClassifierModule
+
+    torch.manual_seed(0)
+    module = ClassifierModule(model_name, len(class_names), class_names, preset=preset)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=len(inputs) // batch_size,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(TensorDataset(inputs, labels), batch_size=batch_size))
+    trainer.save_checkpoint(path, weights_only=weights_only)
+    return path

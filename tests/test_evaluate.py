@@ -5,19 +5,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, TensorDataset
 
 from caltech_cam.build import prepared_datamodule
 from caltech_cam.config import config_dir
 from caltech_cam.data import index_root
 from caltech_cam.evaluate import EVAL_SPLITS, evaluate, training_config
-from caltech_cam.module import ClassifierModule, load_classifier
+from caltech_cam.module import load_classifier
+from tests.conftest import one_step_checkpoint
 
 
 def compose_evaluate(overrides: list[str]) -> DictConfig:
@@ -29,26 +28,16 @@ def compose_evaluate(overrides: list[str]) -> DictConfig:
 @pytest.fixture(scope="module")
 def lone_checkpoint(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path, one_thread) -> Path:
     """A my_inception_v3 checkpoint for the shared synthetic set's classes, outside any run directory."""
-    torch.manual_seed(0)
     names = index_root(synthetic_root).class_names
-    module = ClassifierModule(
-        "my_inception_v3", len(names), names, preset={"name": "inception", "resize": 40}
+    return one_step_checkpoint(
+        tmp_path_factory.mktemp("lone") / "model.ckpt",
+        "my_inception_v3",
+        names,
+        {"name": "inception", "resize": 40},
+        torch.randn(8, 1, 35, 35),
+        torch.arange(8) % len(names),
+        batch_size=4,
     )
-    data = TensorDataset(torch.randn(8, 1, 35, 35), torch.arange(8) % len(names))
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, DataLoader(data, batch_size=4))
-    path = tmp_path_factory.mktemp("lone") / "model.ckpt"
-    trainer.save_checkpoint(path)
-    return path
 
 
 def test_checkpoint_without_run_dir_uses_the_caltech256_data_settings(

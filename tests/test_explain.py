@@ -9,16 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import torchvision
 from PIL import Image
-from torch.utils.data import DataLoader, TensorDataset
 
 from caltech_cam.cam import Explainer
 from caltech_cam.data.decode import load_rgb
-from caltech_cam.module import ClassifierModule, load_classifier
+from caltech_cam.module import load_classifier
+from tests.conftest import one_step_checkpoint
 
 CLASSES = ["ak47", "dog", "spider"]
 
@@ -31,21 +30,15 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)
-        module = ClassifierModule("resnet50", 3, CLASSES, preset={"name": "resnet", "resize": 64})
-        data = TensorDataset(torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0]))
-        trainer = L.Trainer(
-            max_epochs=1,
-            limit_train_batches=1,
-            limit_val_batches=0,
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
+        one_step_checkpoint(
+            root / "model.ckpt",
+            "resnet50",
+            CLASSES,
+            {"name": "resnet", "resize": 64},
+            torch.randn(4, 3, 64, 64),
+            torch.tensor([0, 1, 2, 0]),
+            weights_only=True,
         )
-        trainer.fit(module, DataLoader(data, batch_size=2))
-        trainer.save_checkpoint(root / "model.ckpt", weights_only=True)
     finally:
         torch.set_num_threads(threads)
     pictures = root / "pictures"
@@ -138,8 +131,10 @@ def test_explain_writes_grids_and_top5_predictions(workspace, one_thread):
         )
         ours = explainer.explain_files([workspace / record["image"]]).grid()
         assert ours.shape == grid.shape
-        # Another process may round a map value across a colour step: allow a sliver of the pixels.
-        assert (ours != grid).any(dim=0).float().mean() < 0.01
+        # Another process (batched, not image by image) may round a map value across a colour step of the
+        # colormap: neighbouring steps differ by a few levels, so count only pixels off by more than that.
+        off = (ours.int() - grid.int()).abs().amax(dim=0) > 24
+        assert off.float().mean() < 0.01
     assert sorted(p.name for p in out.glob("*.png")) == [
         f"{k:04d}_{Path(name).stem}_layercam.png" for k, name in enumerate(EXPLAINED)
     ]

@@ -7,18 +7,16 @@ import math
 import warnings
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader, TensorDataset
 
 from caltech_cam.config import config_dir
 from caltech_cam.data import make_preset
 from caltech_cam.models import MODEL_SPECS
 from caltech_cam.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, ClassifierModule, load_classifier
-from tests.conftest import compose_train, tiny_overrides
+from tests.conftest import compose_train, one_step_checkpoint, tiny_overrides
 
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "momentum": 0.9}
 
@@ -135,25 +133,14 @@ def test_onecycle_peaks_per_group_over_the_whole_run(tmp_path, synthetic_root):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, one_thread) -> Path:
     """A checkpoint written by today's code: one step of my_inception_v3 at 36 px on random data."""
-    torch.manual_seed(0)
-    module = ClassifierModule(
-        "my_inception_v3", 3, ["a", "b", "c"], preset={"name": "inception", "resize": 40}
+    return one_step_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "epoch000.ckpt",
+        "my_inception_v3",
+        ["a", "b", "c"],
+        {"name": "inception", "resize": 40},
+        torch.randn(4, 1, 35, 35),
+        torch.tensor([0, 1, 2, 0]),
     )
-    data = TensorDataset(torch.randn(4, 1, 35, 35), torch.tensor([0, 1, 2, 0]))
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, DataLoader(data, batch_size=2))
-    path = tmp_path_factory.mktemp("ckpt") / "epoch000.ckpt"
-    trainer.save_checkpoint(path)
-    return path
 
 
 def test_checkpoint_records_the_whole_preset_in_plain_values(checkpoint):
