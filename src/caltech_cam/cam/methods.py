@@ -94,12 +94,19 @@ def gradcampp(activations: Tensor, gradients: Tensor) -> Tensor:
     """Grad-CAM++ (Chattopadhay et al., WACV 2018, eq. 19 with exp(y_c)): M = Σ_k w_k A_k,
     w_k = Σ_ij a_k^ij ReLU(g_k^ij), a_k^ij = g² / (2g² + (Σ_ab A_k^ab) g³) with g = ∂y_c/∂A_k^ij.
 
-    For g > 0, a·g = g / (2 + S_k g) with S_k = Σ_ab A_k^ab ≥ 0 (post-ReLU features), so the denominator is ≥ 2:
-    exact, no epsilon (pytorch-grad-cam adds 1e-6 to the denominator, which matters when gradients are tiny).
+    For g > 0, a·g = g / (2 + S_k g) with S_k = Σ_ab A_k^ab. On post-ReLU features S_k ≥ 0, so the denominator is
+    ≥ 2: exact, no epsilon (pytorch-grad-cam adds 1e-6 to the denominator, which matters when gradients are tiny).
+    Guard: on a layer whose activations can be negative (a conv or BatchNorm output named by the user) S_k g can
+    reach −2, where the closed form divides by zero, and beyond it turns negative. Such terms (denominator < 1, i.e.
+    S_k g < −1) are dropped (weight 0), as torch-cam and pytorch-grad-cam zero the α they cannot form, so the map
+    stays finite; nothing changes where S_k ≥ 0.
     """
     positive = gradients.clamp_min(0)
     sums = activations.sum(dim=(2, 3), keepdim=True)
-    return weighted_sum((positive / (2 + sums * positive)).sum(dim=(2, 3)), activations)
+    denominator = 2 + sums * positive
+    usable = denominator >= 1
+    terms = torch.where(usable, positive / torch.where(usable, denominator, torch.ones_like(denominator)), 0)
+    return weighted_sum(terms.sum(dim=(2, 3)), activations)
 
 
 @register("hirescam", aliases=("hires-cam",))
