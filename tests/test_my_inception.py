@@ -378,6 +378,24 @@ def test_old_checkpoint_without_options_loads_as_inception_a_with_bn(
         load_classifier(old)
 
 
+def test_resuming_with_other_options_is_refused_by_name(inception_a_checkpoint: Path) -> None:
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    module = ClassifierModule(
+        "my_inception_v3", 3, ["a", "b", "c"], preset={"name": "inception", "resize": 40}
+    )
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    data = DataLoader(TensorDataset(torch.randn(4, 1, 35, 35), torch.tensor([0, 1, 2, 0])), batch_size=2)
+    with pytest.raises(
+        ValueError, match=r"resume it with model.options.block=inception_a model.options.batch_norm=true"
+    ):
+        trainer.fit(module, data, ckpt_path=inception_a_checkpoint)
+
+
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 

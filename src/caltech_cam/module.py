@@ -232,6 +232,22 @@ class ClassifierModule(L.LightningModule):
             if frozen and self.current_epoch == 0:
                 log.info("Backbone frozen for the first %d epoch(s).", self.hparams.freeze_backbone_epochs)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming (`ckpt_path`) a checkpoint of other architecture options is refused by name, before the
+        state dict fails key by key (e.g. a my_inception_v3 run from before `block=study` became the default)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # loading for inspection only
+            saved = upgrade_hparams(checkpoint.get("hyper_parameters") or {}, source="the checkpoint")
+        if saved.get("model_name") != self.hparams.model_name or "options" not in saved:
+            return
+        options = self.spec.resolve_options(saved["options"])
+        if options != self.hparams.options:
+            overrides = " ".join(f"model.options.{k}={str(v).lower()}" for k, v in options.items())
+            raise ValueError(
+                f"the checkpoint's {self.hparams.model_name} was built with options {options}, this run with "
+                f"{dict(self.hparams.options)}; resume it with {overrides}"
+            )
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self._backbone_frozen():
             # Dropping the gradient (rather than toggling requires_grad) makes the optimizer skip these
