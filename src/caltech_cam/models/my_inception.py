@@ -24,9 +24,8 @@ log = logging.getLogger(__name__)
 
 HEAD = ("fc",)
 DROPOUT = 0.4
-BN_EPS = (
-    0.001  # torchvision's Inception-v3 BatchNorm eps: what its weights were trained (and are folded) with
-)
+# torchvision's Inception-v3 BatchNorm eps: what its weights were trained (and are folded) with.
+BN_EPS = 0.001
 # Table 2's tuples, read as (b1, b2a, b2b, b3a, b3b, pool_proj); 3b, 4a and 4b share one.
 WIDTHS_3A = (64, 48, 64, 64, 96, 32)
 WIDTHS = (64, 48, 64, 64, 96, 64)
