@@ -197,6 +197,7 @@ def one_step_checkpoint(
     *,
     batch_size: int = 2,
     weights_only: bool = False,
+    options: dict | None = None,
 ) -> Path:
     """A real `ClassifierModule` checkpoint after a short fit on `inputs` (no run directory, no logger)."""
     import lightning as L
@@ -205,7 +206,7 @@ def one_step_checkpoint(
     from caltech_cam.module import ClassifierModule
 
     torch.manual_seed(0)
-    module = ClassifierModule(model_name, len(class_names), class_names, preset=preset)
+    module = ClassifierModule(model_name, len(class_names), class_names, preset=preset, options=options)
     trainer = L.Trainer(
         max_epochs=1,
         limit_train_batches=len(inputs) // batch_size,

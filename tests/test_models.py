@@ -184,10 +184,20 @@ def test_forward_backward_and_cam_layers(name: str) -> None:
     assert isinstance(out, Tensor) and out.shape == (2, NUM_CLASSES) and torch.isfinite(out).all()
 
 
-def test_my_resnet50_loads_torchvision_weights(tv_resnet: tuple[nn.Module, Path]) -> None:
+def test_my_resnet50_loads_torchvision_weights(
+    tv_resnet: tuple[nn.Module, Path], caplog: pytest.LogCaptureFixture
+) -> None:
     tv, path = tv_resnet
-    mine = build_model("my_resnet50", NUM_CLASSES, pretrained=True, weights_path=str(path)).eval()
+    with caplog.at_level(logging.INFO, logger="caltech_cam.models"):
+        mine = build_model("my_resnet50", NUM_CLASSES, pretrained=True, weights_path=str(path)).eval()
     spec = MODEL_SPECS["my_resnet50"]
+    # The log says where the weights came from and how much of the model they cover (all but the new head).
+    head = sum(p.numel() for n, p in mine.named_parameters() if spec.is_head(n))
+    total = sum(p.numel() for p in mine.parameters())
+    copied = 100 * (total - head) / total
+    assert f"Pretrained weights: a state dict from {path}" in caplog.text
+    assert f"MyResNet50: pretrained weights loaded: copied {copied:.1f} %, folded 0.0 %, " in caplog.text
+    assert f"fresh {100 - copied:.1f} % of {total:,} parameters" in caplog.text
     # Same backbone keys as torchvision's resnet50: only the heads differ.
     assert {k for k in mine.state_dict() if not spec.is_head(k)} == set(tv.state_dict()) - {
         "fc.weight",
@@ -234,6 +244,7 @@ def test_resnets_load_from_the_hub_cache(
         ("resnet50", "resnet50-11ad3fa6.pth"),
         ("my_resnet50", "resnet50-11ad3fa6.pth"),
         ("inception_v3", "inception_v3_google-0cc3c7bd.pth"),
+        ("my_inception_v3", "inception_v3_google-0cc3c7bd.pth"),
     ],
 )
 def test_missing_weights_name_the_file(
@@ -339,34 +350,14 @@ def test_inception_aux_on_at_299() -> None:
     assert isinstance(out, Tensor) and out.shape == (1, NUM_CLASSES)
 
 
-def test_table2_channel_sums() -> None:
-    model = build_model("my_inception_v3", NUM_CLASSES, in_channels=1).eval()
-    # Branch widths 1×1 | 5×5 | 3×3dbl | pool proj, and the block's output side at 75 px, from Table 2.
-    table = {
-        "inception3a": ((64, 64, 96, 32), 256, 17),
-        "inception3b": ((64, 64, 96, 64), 288, 17),
-        "inception4a": ((64, 64, 96, 64), 288, 8),
-        "inception4b": ((64, 64, 96, 64), 288, 8),
-    }
-    branches = ("branch1x1", "branch5x5", "branch3x3dbl", "branch_pool")
-    names = ("stem", *table, *(f"{b}.{br}" for b in table for br in branches))
-    with torch.no_grad():
-        _, acts = _capture(model, names, torch.randn(1, 1, 75, 75))
-    assert acts["stem"].shape == (1, 64, 17, 17)
-    for block, (widths, total, side) in table.items():
-        assert tuple(acts[f"{block}.{br}"].shape[1] for br in branches) == widths
-        assert sum(widths) == total
-        assert acts[block].shape == (1, total, side, side)
-    assert model.fc.in_features == 288 and model.dropout.p == 0.4
-
-
 @pytest.mark.parametrize(
     ("name", "kwargs", "error", "match"),
     [
         ("vgg16", {}, UnknownModelError, "allowed: inception_v3, my_inception_v3, my_resnet50, resnet50"),
         ("resnet50", {"in_channels": 1}, ValueError, r"resnet50 takes in_channels in \(3,\)"),
         ("my_inception_v3", {"in_channels": 2}, ValueError, r"in_channels in \(1, 3\)"),
-        ("my_inception_v3", {"pretrained": True}, ValueError, "no pretrained weights"),
+        ("my_inception_v3", {"options": {"block": "v4"}}, ValueError, r"model.options.block='v4' is not"),
+        ("my_resnet50", {"options": {"batch_norm": True}}, ValueError, "has no option 'batch_norm'"),
         ("resnet50", {"num_classes": 0}, ValueError, "num_classes"),
         ("resnet50", {"weights_path": "w.pth"}, ValueError, "only read with pretrained=True"),
         (
@@ -394,6 +385,10 @@ def test_weights_that_do_not_fit_are_refused(tv_resnet: tuple[nn.Module, Path], 
     _, path = tv_resnet
     with pytest.raises(ValueError, match="does not fit InceptionV3: missing"):
         build_model("inception_v3", NUM_CLASSES, pretrained=True, weights_path=str(path))
+    with pytest.raises(
+        ValueError, match=r"does not fit torchvision's Inception-v3.*missing \['Conv2d_1a_3x3"
+    ):
+        build_model("my_inception_v3", NUM_CLASSES, pretrained=True, weights_path=str(path))
     checkpoint = tmp_path / "lightning.ckpt"
     torch.save({"epoch": 3, "state_dict": {}}, checkpoint)
     with pytest.raises(ValueError, match="not a plain state dict"):

@@ -22,6 +22,13 @@ from caltech_cam.models import build_model, get_spec, split_outputs
 
 log = logging.getLogger(__name__)
 
+# The layout of the hyperparameters a checkpoint records (key "hparams_format", not a constructor argument).
+# 1 (no key): before architecture options; my_inception_v3 was torchvision's InceptionA block with BatchNorm.
+# 2: `options` recorded whole (ModelSpec.options, defaults filled in).
+HPARAMS_FORMAT = 2
+# What an old (format 1) my_inception_v3 checkpoint was built as: the options that rebuild it exactly.
+FORMAT1_OPTIONS = {"my_inception_v3": {"block": "inception_a", "batch_norm": True}}
+
 # What optimizer=None / scheduler=None mean: train's defaults, conf/model/optimizer/sgd.yaml and
 # conf/model/scheduler/cosine.yaml (tests/test_models.py checks they are equal). scheduler={} is no schedule.
 DEFAULT_OPTIMIZER: dict[str, Any] = {
@@ -72,6 +79,8 @@ class ClassifierModule(L.LightningModule):
     size overrides, or a whole `Preset.as_dict()`; it is recorded whole, so a checkpoint keeps its normalization.
     `optimizer`/`scheduler` are dicts with `_target_` (Hydra partials); None is train's default
     (`DEFAULT_OPTIMIZER`, `DEFAULT_SCHEDULER`) and `scheduler={}` keeps the learning rate constant.
+    `options` are the backbone's architecture options (`ModelSpec.options`, e.g. my_inception_v3's block and
+    batch_norm); None or missing keys take the registered defaults, and they are recorded whole.
     """
 
     def __init__(
@@ -90,6 +99,7 @@ class ClassifierModule(L.LightningModule):
         aux_weight: float = 0.4,
         channels_last: bool | str = "auto",
         monitor: str = "val/acc_top1",
+        options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         spec = get_spec(model_name)
@@ -100,7 +110,9 @@ class ClassifierModule(L.LightningModule):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
         preset = resolved.as_dict()  # what save_hyperparameters records
+        options = spec.resolve_options(options)
         self.save_hyperparameters()
+        self.hparams["hparams_format"] = HPARAMS_FORMAT
 
         self.spec = spec
         self.preset: Preset = resolved
@@ -115,6 +127,7 @@ class ClassifierModule(L.LightningModule):
             image_size=resolved.output_size,
             input_mean=resolved.mean,
             input_std=resolved.std,
+            options=options,
         )
         self.train_metrics = _accuracy_metrics(num_classes, "train/", per_class=False)
         self.val_metrics = _accuracy_metrics(num_classes, "val/", per_class=True)
@@ -219,6 +232,22 @@ class ClassifierModule(L.LightningModule):
             if frozen and self.current_epoch == 0:
                 log.info("Backbone frozen for the first %d epoch(s).", self.hparams.freeze_backbone_epochs)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming (`ckpt_path`) a checkpoint of other architecture options is refused by name, before the
+        state dict fails key by key (e.g. a my_inception_v3 run from before `block=study` became the default)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # loading for inspection only
+            saved = upgrade_hparams(checkpoint.get("hyper_parameters") or {}, source="the checkpoint")
+        if saved.get("model_name") != self.hparams.model_name or "options" not in saved:
+            return
+        options = self.spec.resolve_options(saved["options"])
+        if options != self.hparams.options:
+            overrides = " ".join(f"model.options.{k}={str(v).lower()}" for k, v in options.items())
+            raise ValueError(
+                f"the checkpoint's {self.hparams.model_name} was built with options {options}, this run with "
+                f"{dict(self.hparams.options)}; resume it with {overrides}"
+            )
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self._backbone_frozen():
             # Dropping the gradient (rather than toggling requires_grad) makes the optimizer skip these
@@ -232,8 +261,27 @@ def upgrade_hparams(hparams: Mapping[str, Any], source: str = "checkpoint") -> d
 
     Older checkpoints record the preset as its name and size options ({"name", "resize", "crop", ...}); it is
     rebuilt from today's definition of that preset (mean/std), which is what loading them always meant.
+    Checkpoints before `hparams_format` 2 record no architecture options: my_inception_v3's are then those that
+    rebuild it exactly (`FORMAT1_OPTIONS`: block=inception_a, batch_norm=true). The returned dict holds
+    constructor arguments only (`hparams_format` is dropped).
     """
     hparams = dict(hparams)
+    version = hparams.pop("hparams_format", 1)
+    if version > HPARAMS_FORMAT:
+        raise ValueError(
+            f"{source} records hyperparameters in format {version}; this release reads formats up to "
+            f"{HPARAMS_FORMAT}: load it with the release that wrote it or a newer one."
+        )
+    if version < 2 and "options" not in hparams and hparams.get("model_name") in FORMAT1_OPTIONS:
+        hparams["options"] = dict(FORMAT1_OPTIONS[hparams["model_name"]])
+        warnings.warn(
+            f"{source} is a {hparams['model_name']} checkpoint from before architecture options; it is read as "
+            f"model.options={hparams['options']} (the layout it was trained with; the default is now the "
+            "study's block without BatchNorm). Re-save it (trainer.save_checkpoint) to record them; the old "
+            "layout will stop loading in a later release.",
+            FutureWarning,
+            stacklevel=3,
+        )
     preset = hparams.get("preset")
     if isinstance(preset, Mapping) and "in_channels" not in preset:
         hparams["preset"] = as_preset(preset).as_dict()

@@ -64,6 +64,21 @@ def google_affine(mean: Sequence[float], std: Sequence[float]) -> tuple[list[flo
     return [s / 0.5 for s in std], [(m - 0.5) / 0.5 for m in mean]
 
 
+def pretrained_input_affine(
+    name: str, in_channels: int, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[list[float], list[float]]:
+    """`google_affine` of the preset's statistics; without them, RGB is taken as ImageNet-normalized (what
+    torchvision's `transform_input` assumes) and gray is a ValueError (its statistics cannot be guessed)."""
+    if mean is None or std is None:
+        if in_channels != 3:
+            raise ValueError(
+                f"{name} with pretrained weights and a gray input needs input_mean/input_std "
+                "(the preset's normalization) to map it to the weights' (p - 0.5) / 0.5"
+            )
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    return google_affine(mean, std)
+
+
 # Gray (the stem's RGB filters summed) or RGB: both presets.
 @register_model(
     "inception_v3",
@@ -95,15 +110,7 @@ def build_inception_v3(
         )
     scale = shift = None
     if pretrained:
-        if input_mean is None or input_std is None:
-            if in_channels != 3:
-                raise ValueError(
-                    "inception_v3 with pretrained weights and a gray input needs input_mean/input_std "
-                    "(the preset's normalization) to map it to the weights' (p - 0.5) / 0.5"
-                )
-            # torchvision's `transform_input` assumes ImageNet-normalized RGB.
-            input_mean, input_std = IMAGENET_MEAN, IMAGENET_STD
-        scale, shift = google_affine(input_mean, input_std)
+        scale, shift = pretrained_input_affine("inception_v3", in_channels, input_mean, input_std)
     # init_weights=False when pretrained: torchvision's truncated-normal init is slow and overwritten anyway.
     model = InceptionV3(
         num_classes,

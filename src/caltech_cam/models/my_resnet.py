@@ -1,8 +1,9 @@
-"""`my_resnet50`: the study's Table 1 (ResNet-50 with an FC-512 head), written from its own Bottleneck block.
+"""`my_resnet50`: the study's Table 1 (ResNet-50 ending in "FC | 512"), written from its own Bottleneck block.
 
 Backbone module names follow torchvision's resnet50 (conv1, bn1, layer1..4 with conv1/bn1/conv2/bn2/conv3/bn3/
-downsample.0/.1), so its ImageNet state dict loads as is. The head is new: `head` (FC 2048 -> 512 + ReLU) and
-`classifier` (512 -> num_classes); torchvision's `fc` (2048 -> 1000) has no counterpart and is not loaded.
+downsample.0/.1), so its ImageNet state dict loads as is. The head is new: `head` (Table 1's FC 2048 -> 512, plus a
+ReLU, ours) and `classifier` (512 -> num_classes, ours: Table 1 ends at FC 512); torchvision's `fc` (2048 -> 1000)
+has no counterpart and is not loaded.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from .resnet import STAGES as CAM_LAYERS
 from .weights import RESNET50_WEIGHTS, fetch_state_dict, load_backbone
 
 HEAD = ("head", "classifier")
-# (width, blocks, stride) per stage. Table 1 prints stride 2 for layer1; it is 1 in He et al. and torchvision:
-# the stem's max pool already brings the map to 1/4, and stride 2 there would end at 1/64, not 1/32.
+# (width, blocks, stride) per stage. Table 1's layer1 row states no stride but the shape H/8, the same as its
+# layer2 row (stride 2): the table contradicts itself. layer1 has stride 1 here, as in He et al. and torchvision
+# (the stem's max pool already brings the map to H/4, so layer1 is at H/4 and layer2..4 at H/8, H/16, H/32).
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
 HEAD_WIDTH = 512
 
@@ -55,7 +57,8 @@ class Bottleneck(nn.Module):
 
 
 class MyResNet50(nn.Module):
-    """Table 1: 7×7/2 conv 64, 3×3/2 max pool, stages 3/4/6/3 of Bottlenecks, global average pool, FC 512, classifier."""
+    """Table 1: 7×7/2 conv 64, 3×3/2 max pool, stages 3/4/6/3 of Bottlenecks, global average pool, FC 512; then ours:
+    ReLU and the classifier."""
 
     def __init__(self, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
@@ -71,7 +74,7 @@ class MyResNet50(nn.Module):
                 channels = width * Bottleneck.expansion
             self.add_module(f"layer{index}", nn.Sequential(*layer))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        # "FC to 512": a hidden layer with its ReLU (without one, two linear maps would collapse into one).
+        # Table 1's "FC | 512", then (ours) a ReLU, without which it and the classifier would collapse into one map.
         self.head = nn.Sequential(nn.Linear(channels, HEAD_WIDTH), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(HEAD_WIDTH, num_classes)
         # torchvision's initialization, so scratch training matches resnet50's.
@@ -103,7 +106,7 @@ class MyResNet50(nn.Module):
 def build_my_resnet50(
     num_classes: int, *, pretrained: bool = False, weights_path: str | None = None, **_: object
 ) -> MyResNet50:
-    """Table 1's ResNet-50; with `pretrained`, resnet50's ImageNet backbone weights (its `fc` is dropped)."""
+    """Table 1's ResNet-50; with `pretrained`, resnet50's ImageNet backbone weights (its `fc` is dropped), logged."""
     model = MyResNet50(num_classes)
     if pretrained:
         state = fetch_state_dict(RESNET50_WEIGHTS, weights_path)

@@ -1,16 +1,17 @@
 """The model registry: each backbone describes itself once, beside its builder (timm's `@register_model`).
 
 A registration carries everything the rest of the project asks about a backbone: its builder, the input channels
-it takes (which fix the presets it can be fed), its default preset, its Grad-CAM layers and its new head.
+it takes (which fix the presets it can be fed), its default preset, its Grad-CAM layers, its new head, and the
+architecture options its builder takes (`model.options`, each with its allowed values, the first the default).
 Adding a backbone is one `@register_model(...)` on its builder, its module imported in `models/__init__.py`, and a
 short `conf/model/<name>.yaml`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from torch import nn
 from torchvision.models._api import WeightsEnum
@@ -20,7 +21,8 @@ from caltech_cam.data.presets import PRESET_NAMES, make_preset
 from .weights import under
 
 # A builder is called as build(num_classes, *, in_channels, pretrained, weights_path, image_size, input_mean,
-# input_std) after `build_model` has checked those values; it may ignore the ones it has no use for (`**_`).
+# input_std, **options) after `build_model` has checked those values; it may ignore the ones it has no use for
+# (`**_`). `options` are the model's declared architecture options, complete (defaults filled in).
 Builder = Callable[..., nn.Module]
 B = TypeVar("B", bound=Builder)
 
@@ -47,6 +49,8 @@ class ModelSpec:
     weights: WeightsEnum | None = (
         None  # the ImageNet checkpoint `pretrained=True` starts from (None: none exists)
     )
+    # Architecture options (`model.options`): name -> allowed values, the first being the default.
+    options: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
 
     @property
     def allowed_presets(self) -> tuple[str, ...]:
@@ -60,6 +64,31 @@ class ModelSpec:
                 f"Model {self.name!r} cannot take preset {preset!r} ({key}); "
                 f"expected one of {list(self.allowed_presets)}."
             )
+
+    def resolve_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        """`options` checked against the declared ones and completed with their defaults (the first allowed value).
+
+        An option the model does not declare, or a value outside the allowed ones, is a ValueError naming both.
+        """
+        given = dict(options or {})
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            declared = ", ".join(sorted(self.options)) or "none"
+            raise ValueError(
+                f"model {self.name!r} has no option {unknown[0]!r} (model.options.{unknown[0]}); "
+                f"its options: {declared}"
+            )
+        resolved = {}
+        for key, allowed in self.options.items():
+            value = given.get(key, allowed[0])
+            # bool is an int and 1 == True: compare types too, so batch_norm=1 or block=0 are refused.
+            if not any(type(value) is type(a) and value == a for a in allowed):
+                raise ValueError(
+                    f"model.options.{key}={value!r} is not an option of {self.name}; "
+                    f"expected one of {list(allowed)}"
+                )
+            resolved[key] = value
+        return resolved
 
     def is_head(self, param_name: str) -> bool:
         """Whether a parameter/module/state-dict name of the built model belongs to the new head."""
@@ -77,13 +106,19 @@ def register_model(
     cam_layers: tuple[str, ...],
     head: tuple[str, ...],
     weights: WeightsEnum | None = None,
+    options: Mapping[str, Sequence[Any]] | None = None,
 ) -> Callable[[B], B]:
     """Decorator: register the decorated builder as backbone `name` with what it declares (see `ModelSpec`)."""
 
     def register(build: B) -> B:
         if name in MODEL_SPECS:
             raise ValueError(f"model {name!r} is registered twice ({MODEL_SPECS[name].build} and {build})")
-        spec = ModelSpec(name, build, tuple(in_channels), preset, tuple(cam_layers), tuple(head), weights)
+        declared = {key: tuple(allowed) for key, allowed in (options or {}).items()}
+        if any(not allowed for allowed in declared.values()):
+            raise ValueError(f"model {name!r}: every option needs at least one allowed value, got {declared}")
+        spec = ModelSpec(
+            name, build, tuple(in_channels), preset, tuple(cam_layers), tuple(head), weights, declared
+        )
         # A default preset the model cannot take would fail every run: refuse it at import.
         spec.check_preset(preset, key=f"the default preset of {name}")
         MODEL_SPECS[name] = spec
@@ -109,12 +144,14 @@ def build_model(
     image_size: int | None = None,
     input_mean: Sequence[float] | None = None,
     input_std: Sequence[float] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Build backbone `name` for `num_classes`, taking the preset's normalized (B, in_channels, S, S) batch.
 
     pretrained: start from ImageNet weights (torch hub cache or download; or `weights_path`, a state dict file).
     image_size: the training crop; decides InceptionV3's aux head (kept only at >= 299 px, or when None).
     input_mean/input_std: the preset's normalization, needed to feed pretrained InceptionV3 what it expects.
+    options: the model's architecture options (`ModelSpec.options`); missing ones take their defaults.
     Returns logits, or in training mode `(logits, aux_logits)` for InceptionV3 with its aux head.
     """
     spec = get_spec(name)
@@ -135,6 +172,7 @@ def build_model(
         raise ValueError(f"image_size must be positive, got {image_size}")
     if weights_path is not None and not pretrained:
         raise ValueError(f"weights_path={weights_path!r} is only read with pretrained=True")
+    resolved = spec.resolve_options(options)
     return spec.build(
         num_classes,
         in_channels=in_channels,
@@ -143,4 +181,5 @@ def build_model(
         image_size=image_size,
         input_mean=input_mean,
         input_std=input_std,
+        **resolved,
     )

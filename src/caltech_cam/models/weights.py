@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from torchvision.models import Inception_V3_Weights, ResNet50_Weights
 from torchvision.models._api import WeightsEnum
 
+from .transfer import TransferReport
+
 # The ImageNet checkpoints the backbones start from (my_resnet50 reuses resnet50's: same backbone keys).
 RESNET50_WEIGHTS: WeightsEnum = ResNet50_Weights.IMAGENET1K_V2
 INCEPTION_V3_WEIGHTS: WeightsEnum = Inception_V3_Weights.IMAGENET1K_V1
@@ -64,6 +66,7 @@ def fetch_state_dict(
         raise ValueError(
             f"{origin} is not a plain state dict (name -> tensor), as torchvision's .pth files are"
         )
+    log.info("Pretrained weights: %s from %s", weights if weights_path is None else "a state dict", origin)
     return dict(state)
 
 
@@ -154,11 +157,12 @@ def load_backbone(
     drop: tuple[str, ...],
     new: tuple[str, ...],
     stem: str | None = None,
-) -> None:
+) -> TransferReport:
     """Copy the backbone tensors of `state` into `model`, strictly: every backbone key must be there, with its shape.
 
     `drop`: prefixes of `state` not to load (the ImageNet head). `new`: prefixes of `model` that the checkpoint
     does not hold (the new head, own buffers). `stem`: key of the first conv, summed over input channels if needed.
+    Returns (and logs) what was copied and what starts fresh, as fractions of the parameters.
     """
     state = {k: v for k, v in state.items() if not under(k, drop)}
     own = model.state_dict()
@@ -185,3 +189,6 @@ def load_backbone(
             f"wrong shapes {wrong_shape[:5]}"
         )
     model.load_state_dict(state, strict=False)
+    report = TransferReport.of(model, copied=state)
+    log.info("%s: pretrained weights loaded: %s", type(model).__name__, report.summary())
+    return report
