@@ -1,4 +1,8 @@
-"""Stratified, seeded, leakage-guarded train/val/test splits and the manifest file that records them."""
+"""Stratified, seeded, leakage-guarded train/val/test splits and the manifest file that records them.
+
+The leakage guard: files with identical content (same sha1) and near-duplicates (perceptual hashes within
+``data.near_duplicates.max_distance`` bits) are joined by union-find into units, and a unit lands in one split.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Any
 
 from caltech_cam.data.atomic import write_atomically
 from caltech_cam.data.index import ImageFile
+from caltech_cam.data.phash import HASH_BITS, hamming_distance, hamming_pairs
 
 # THE names of the three splits, in this order (train, then the two held-out ones).
 SPLITS = ("train", "val", "test")
@@ -58,6 +63,46 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class NearDuplicateConfig:
+    """``data.near_duplicates``: join images whose 64-bit dHashes differ in at most ``max_distance`` bits.
+
+    The default 10 comes from ``benchmarks/bench_near_duplicates.py``: resized (0.5-2x), re-encoded (JPEG
+    quality 60-95) and <= 5 % cropped copies measured at most 7 bits from their original; distinct images at
+    least 15 bits apart (synthetic set, procedural textures, 5 real photos).
+    """
+
+    enabled: bool = True
+    max_distance: int = 10
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"data.near_duplicates.enabled must be true or false, got {self.enabled!r}")
+        distance = self.max_distance
+        if isinstance(distance, bool) or not isinstance(distance, int) or not 0 <= distance <= HASH_BITS:
+            raise ValueError(
+                f"data.near_duplicates.max_distance must be an integer number of bits in [0, {HASH_BITS}], "
+                f"got {distance!r}"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> NearDuplicateConfig:
+        values = dict(values or {})
+        unknown = set(values) - {"enabled", "max_distance"}
+        if unknown:
+            raise ValueError(f"unknown data.near_duplicates keys: {sorted(unknown)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class NearPair:
+    """Two files with different content whose perceptual hashes differ in ``distance`` bits."""
+
+    first: str
+    second: str
+    distance: int
+
+
+@dataclass(frozen=True)
 class ManifestRow:
     path: str
     label: int
@@ -85,24 +130,86 @@ def duplicate_groups(files: Sequence[ImageFile], hashes: Mapping[str, str]) -> l
     return sorted((sorted(g) for g in by_hash.values() if len(g) > 1), key=lambda g: g[0])
 
 
+def near_duplicate_pairs(
+    files: Sequence[ImageFile],
+    hashes: Mapping[str, str],
+    phashes: Mapping[str, int],
+    config: NearDuplicateConfig,
+) -> list[NearPair]:
+    """Pairs of files with different sha1 whose perceptual hashes are within ``config.max_distance`` bits, in
+    index order (none when ``config.enabled`` is false). Identical files are exact duplicates, not listed here."""
+    if not config.enabled or len(files) < 2:
+        return []
+    pairs = hamming_pairs([phashes[f.path] for f in files], config.max_distance)
+    return [
+        NearPair(a.path, b.path, hamming_distance(phashes[a.path], phashes[b.path]))
+        for a, b in ((files[i], files[j]) for i, j in pairs.tolist())
+        if hashes[a.path] != hashes[b.path]
+    ]
+
+
+def split_units(
+    files: Sequence[ImageFile], hashes: Mapping[str, str], near_pairs: Sequence[NearPair] = ()
+) -> dict[str, str]:
+    """path -> the unit it belongs to (named by the unit's smallest path): the connected components of the graph
+    whose edges join identical content (same sha1) and near-duplicate pairs (union-find)."""
+    parent = {f.path: f.path for f in files}
+
+    def find(path: str) -> str:
+        while parent[path] != path:
+            parent[path] = parent[parent[path]]  # path halving keeps the trees flat
+            path = parent[path]
+        return path
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(
+                ra, rb
+            )  # the smaller path is the root: the unit's name is its first path
+
+    first_with_hash: dict[str, str] = {}
+    for f in files:
+        union(first_with_hash.setdefault(hashes[f.path], f.path), f.path)
+    for pair in near_pairs:
+        union(pair.first, pair.second)
+    return {f.path: find(f.path) for f in files}
+
+
+def near_duplicate_groups(
+    files: Sequence[ImageFile], hashes: Mapping[str, str], near_pairs: Sequence[NearPair]
+) -> list[list[str]]:
+    """Units (>= 2 paths) joined by at least one near-duplicate pair, i.e. holding more than one sha1; each sorted,
+    in order of their first path. Groups of only identical files are :func:`duplicate_groups`."""
+    members: dict[str, list[str]] = defaultdict(list)
+    for path, unit in split_units(files, hashes, near_pairs).items():
+        members[unit].append(path)
+    return sorted(
+        (sorted(g) for g in members.values() if len({hashes[p] for p in g}) > 1), key=lambda g: g[0]
+    )
+
+
 def make_split(
     files: Sequence[ImageFile],
     hashes: Mapping[str, str],
     config: SplitConfig,
     seed: int,
     class_dirs: Sequence[str],
+    near_pairs: Sequence[NearPair] = (),
 ) -> list[ManifestRow]:
     """Assign every file to train/val/test.
 
-    Leakage guard: files with identical content (same sha1) form one unit that lands in one split; a unit
-    spanning classes belongs to its lowest label. Per class, units are sorted by path, shuffled with an RNG
-    seeded by (seed, class folder) -- so one class's split does not depend on the others -- and laid end to
-    end; a unit goes to the split whose target range (from :func:`apportion`) holds its first file. With no
-    duplicates the per-class counts are exact; a duplicate group can shift a boundary by its size - 1.
+    Leakage guard: files with identical content (same sha1) or joined by ``near_pairs`` (see
+    :func:`near_duplicate_pairs`) form one unit (:func:`split_units`) that lands in one split; a unit spanning
+    classes belongs to its lowest label. Per class, units are sorted by path, shuffled with an RNG seeded by
+    (seed, class folder) -- so one class's split does not depend on the others -- and laid end to end; a unit
+    goes to the split whose target range (from :func:`apportion`) holds its first file. With no duplicates the
+    per-class counts are exact; a duplicate group can shift a boundary by its size - 1.
     """
     units: dict[str, list[ImageFile]] = defaultdict(list)
+    unit_of = split_units(files, hashes, near_pairs)
     for f in files:
-        units[hashes[f.path]].append(f)
+        units[unit_of[f.path]].append(f)
     per_class: dict[int, list[list[ImageFile]]] = defaultdict(list)
     for members in units.values():
         per_class[min(m.label for m in members)].append(sorted(members, key=lambda m: m.path))
@@ -167,13 +274,18 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
 
 
 def validate_manifest(
-    rows: Sequence[ManifestRow], files: Sequence[ImageFile], hashes: Mapping[str, str], source: str | Path
+    rows: Sequence[ManifestRow],
+    files: Sequence[ImageFile],
+    hashes: Mapping[str, str],
+    source: str | Path,
+    near_pairs: Sequence[NearPair] = (),
 ) -> list[str]:
     """Check a reused split against the current index; raise ``ValueError`` naming every mismatch.
 
     Errors: a listed file missing from the root (or no longer a usable image), a label or content hash that
     differs (the file or the class order changed), a path listed twice. Returns warnings: files in the root
-    that the split does not list (not used), identical content in different splits.
+    that the split does not list (not used), identical content in different splits, and near-duplicate pairs in
+    different splits (a manifest made before near-duplicate grouping is still used as it is, but says so).
     """
     current = {f.path: f for f in files}
     problems: list[str] = []
@@ -203,4 +315,20 @@ def validate_manifest(
     leaking = sum(1 for s in splits_of_hash.values() if len(s) > 1)
     if leaking:
         warnings.append(f"the split file puts identical content in different splits ({leaking} group(s))")
+    split_of = {r.path: r.split for r in rows}
+    crossing = [
+        p
+        for p in near_pairs
+        if p.first in split_of and p.second in split_of and split_of[p.first] != split_of[p.second]
+    ]
+    if crossing:
+        named = "; ".join(
+            f"{p.first} ({split_of[p.first]}) ~ {p.second} ({split_of[p.second]}), {p.distance} bits"
+            for p in crossing[:20]
+        )
+        more = f"; ... {len(crossing) - 20} more" if len(crossing) > 20 else ""
+        warnings.append(
+            f"the split file puts {len(crossing)} near-duplicate pair(s) in different splits (made before "
+            f"near-duplicate grouping? used as it is): {named}{more}"
+        )
     return warnings
