@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import shutil
 
 import numpy as np
@@ -22,42 +23,78 @@ from caltech_cam.data import (
     load_rgb,
 )
 from caltech_cam.data.check import load_checks
-from caltech_cam.data.phash import dhash, format_hash, hamming_pairs, parse_hash
-from caltech_cam.data.splits import NearDuplicateConfig, NearPair, near_duplicate_pairs, split_units
+from caltech_cam.data.phash import (
+    dct_hash,
+    dhash,
+    format_hash,
+    hamming_pairs,
+    hash_words,
+    parse_hash,
+    perceptual_hash,
+)
+from caltech_cam.data.splits import (
+    NearDuplicateConfig,
+    NearPair,
+    large_group_warnings,
+    near_duplicate_pairs,
+    split_units,
+)
 
 ORIGINAL = "002.green-triangle/002_0005.jpg"
 COPY = "003.blue-square/003_9999.jpg"  # the copy sits in ANOTHER class folder
 
 
-def _gray_image(rows: list[list[int]]) -> torch.Tensor:
-    """An 8 x 9 RGB image with R = G = B = the given values (luma = value, 8 x 9 needs no resizing)."""
-    return torch.tensor(rows, dtype=torch.uint8).expand(3, 8, 9).contiguous()
+def _gray(rows: list[list[int]]) -> torch.Tensor:
+    """A luma image (1, H, W) with the given values (8 x 9 needs no resizing for the dHash)."""
+    return torch.tensor(rows, dtype=torch.float32)[None]
 
 
 def test_dhash_bits_by_hand():
     rising = list(range(10, 100, 10))  # every right neighbour is brighter: 8 one-bits
     flat = [50] * 9  # equal neighbours: 8 zero-bits
-    assert dhash(_gray_image([rising] * 8)) == 2**64 - 1
-    assert dhash(_gray_image([rising[::-1]] * 8)) == 0
-    assert dhash(_gray_image([rising] + [flat] * 7)) == 0xFF << 56  # first row = most significant byte
+    assert dhash(_gray([rising] * 8)) == 2**64 - 1
+    assert dhash(_gray([rising[::-1]] * 8)) == 0
+    assert dhash(_gray([rising] + [flat] * 7)) == 0xFF << 56  # first row = most significant byte
     zigzag = [10, 90] * 4 + [10]  # up, down, up, ...: 1010 1010 per row
-    assert dhash(_gray_image([flat] * 7 + [zigzag])) == 0xAA
-    assert parse_hash(format_hash(0xAA)) == 0xAA and format_hash(0xAA) == "00000000000000aa"
+    assert dhash(_gray([flat] * 7 + [zigzag])) == 0xAA
+
+
+def test_dct_hash_against_the_dct_sum_written_out():
+    g = torch.rand(32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 255
+    rows = g.tolist()
+    c = [[math.cos(math.pi / 32 * (x + 0.5) * u) for x in range(32)] for u in range(32)]
+    low = [
+        sum(c[v][y] * c[u][x] * rows[y][x] for y in range(32) for x in range(32))
+        for v in range(8)
+        for u in range(8)
+    ]
+    median = sorted(low[1:])[31]  # 63 values without the DC term: the 32nd is the median
+    want = int("".join("1" if value > median else "0" for value in low), 2)
+    assert dct_hash(g[None].float()) == want
+
+
+def test_the_192_bit_hash_is_rows_columns_dct_and_survives_the_cache_format():
+    image = torch.randint(0, 256, (3, 40, 56), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    gray = (image.float() * torch.tensor([0.2989, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+    h = perceptual_hash(image)
+    assert h == (dhash(gray) << 128) | (dhash(gray.transpose(1, 2)) << 64) | dct_hash(gray)
+    assert parse_hash(format_hash(h)) == h and len(format_hash(1)) == 48
+    assert hash_words([h]).tolist() == [[h >> 128, (h >> 64) & (2**64 - 1), h & (2**64 - 1)]]
 
 
 def test_block_search_equals_the_pairwise_loop():
     rng = np.random.default_rng(3)
-    hashes = rng.integers(0, 2**64, size=150, dtype=np.uint64)
-    hashes[7] = hashes[90] ^ np.uint64(0b1011)  # 3 bits apart
-    hashes[140] = hashes[2] ^ np.uint64(1 << 63)  # 1 bit apart, the top bit
-    hashes[50] = hashes[51]  # identical
-    ints = [int(h) for h in hashes]
-    for t in (0, 1, 3, 24):
+    ints = [int.from_bytes(rng.bytes(24), "big") for _ in range(150)]  # 192-bit hashes
+    ints[7] = ints[90] ^ 0b1011 ^ (1 << 100)  # 4 bits apart, across two words
+    ints[140] = ints[2] ^ (1 << 191)  # 1 bit apart, the top bit
+    ints[50] = ints[51]  # identical
+    words = hash_words(ints)
+    for t in (0, 1, 4, 80):
         want = {(i, j) for i in range(150) for j in range(i + 1, 150) if (ints[i] ^ ints[j]).bit_count() <= t}
-        got = hamming_pairs(hashes, t, block=16)  # several blocks and a ragged last one
+        got = hamming_pairs(words, t, block=16)  # several blocks and a ragged last one
         assert len(got) == len(want)
         assert {tuple(p) for p in got.tolist()} == want
-    assert {tuple(p) for p in hamming_pairs(hashes, 3).tolist()} == {(7, 90), (2, 140), (50, 51)}
+    assert {tuple(p) for p in hamming_pairs(words, 4).tolist()} == {(7, 90), (2, 140), (50, 51)}
 
 
 def test_units_join_exact_and_near_pairs_transitively():
@@ -84,10 +121,24 @@ def test_units_join_exact_and_near_pairs_transitively():
     assert near_duplicate_pairs(files, sha1, phash, NearDuplicateConfig(enabled=False)) == []
 
 
-@pytest.mark.parametrize("bad", [-1, 65, 2.5, "3", True, None])
+def test_a_chain_of_near_pairs_that_grows_a_large_group_is_reported():
+    # A chain a0 ~ a1 ~ ... ~ a10 (each link 1 bit, the ends 10 bits apart) is one unit of 11 files.
+    files = [ImageFile(f"a/{i:02d}.jpg", 0) for i in range(11)]
+    sha1 = {f.path: f.path for f in files}
+    phash = {f.path: (1 << i) - 1 for i, f in enumerate(files)}
+    near = near_duplicate_pairs(files, sha1, phash, NearDuplicateConfig(max_distance=1))
+    assert len(near) == 10 and len(set(split_units(files, sha1, near).values())) == 1
+    (warning,) = large_group_warnings([[f.path for f in files]])
+    assert warning.startswith(
+        "1 near-duplicate group(s) hold more than 10 images (largest: 11, from a/00.jpg)"
+    )
+    assert large_group_warnings([[f.path for f in files[:10]]]) == []
+
+
+@pytest.mark.parametrize("bad", [-1, 193, 2.5, "3", True, None])
 def test_an_invalid_threshold_names_the_key(bad):
     with pytest.raises(
-        ValueError, match=r"data\.near_duplicates\.max_distance must be an integer .* \[0, 64\]"
+        ValueError, match=r"data\.near_duplicates\.max_distance must be an integer .* \[0, 192\]"
     ):
         NearDuplicateConfig.from_mapping({"max_distance": bad})
 
@@ -148,10 +199,10 @@ def test_a_near_copy_in_another_class_lands_in_its_originals_split(tree_with_cop
     summary = dm.summary()
     assert summary["duplicate_groups"] == []
     assert summary["near_duplicate_groups"] == [[ORIGINAL, COPY]]  # and no false group among the 48 others
-    assert summary["near_duplicates"] == {"enabled": True, "max_distance": 10, "pairs": 1}
+    assert summary["near_duplicates"] == {"enabled": True, "max_distance": 24, "pairs": 1}
     text = format_summary(summary)
     assert (
-        "near-duplicate groups (perceptual hash within 10 bits, 1 pair(s); each kept in one split): 1" in text
+        "near-duplicate groups (perceptual hash within 24 bits, 1 pair(s); each kept in one split): 1" in text
     )
     assert f"  {ORIGINAL} ~ {COPY}\n" in text
 

@@ -1,6 +1,6 @@
 """The index-time decode check: every file is hashed and decoded once, so a bad file never surfaces mid-epoch.
 
-The decoded pixels also give each file its perceptual hash (:func:`caltech_cam.data.phash.dhash`), which the
+The decoded pixels also give each file its perceptual hash (:func:`caltech_cam.data.phash.perceptual_hash`), which the
 splits use to keep near-duplicates together. Results are cached in a small TSV keyed by (path, size, mtime): a later
 run over an unchanged root neither re-reads nor re-decodes anything.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from caltech_cam.data.atomic import write_atomically
 from caltech_cam.data.decode import MAX_PIXELS, BadImageError, decode_rgb
 from caltech_cam.data.index import DataNotPreparedError, DatasetIndex
-from caltech_cam.data.phash import dhash, format_hash, parse_hash
+from caltech_cam.data.phash import format_hash, parse_hash, perceptual_hash
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def check_file(path: Path, max_pixels: int = MAX_PIXELS) -> FileCheck:
         image = decode_rgb(data, path, max_pixels=max_pixels)
     except BadImageError as exc:
         return FileCheck(digest, exc.reason)
-    return FileCheck(digest, phash=dhash(image))
+    return FileCheck(digest, phash=perceptual_hash(image))
 
 
 def check_images(

@@ -39,6 +39,7 @@ from caltech_cam.data.splits import (
     NearDuplicateConfig,
     SplitConfig,
     duplicate_groups,
+    large_group_warnings,
     make_split,
     near_duplicate_groups,
     near_duplicate_pairs,
@@ -215,7 +216,8 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         hashes = {f.path: checks[f.path].sha1 for f in usable}
         phashes = {f.path: checks[f.path].phash for f in usable}
         near = near_duplicate_pairs(usable, hashes, phashes, self.near_duplicates)
-        warnings = [*self._synthetic_warnings(), *index.warnings]
+        near_groups = near_duplicate_groups(usable, hashes, near)
+        warnings = [*self._synthetic_warnings(), *index.warnings, *large_group_warnings(near_groups)]
         if self.split_file is not None:
             rows = read_manifest(self.split_file)
             warnings += validate_manifest(rows, usable, hashes, self.split_file, near)
@@ -249,7 +251,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
                 "max_distance": self.near_duplicates.max_distance,
                 "pairs": len(near),
             },
-            "near_duplicate_groups": near_duplicate_groups(usable, hashes, near),
+            "near_duplicate_groups": near_groups,
             "warnings": warnings,
             "manifest": str(self.manifest_path) if self.manifest_path else None,
         }
