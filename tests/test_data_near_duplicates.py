@@ -195,6 +195,10 @@ def test_a_near_copy_in_another_class_lands_in_its_originals_split(tree_with_cop
         off = _dm(tree_with_copy, tmp_path, seed=seed, near_duplicates={"enabled": False})
         split = {r.path: r.split for r in off.split_rows}
         splits_apart += split[COPY] != split[ORIGINAL]
+    assert off.summary()["near_duplicate_groups"] == []
+    assert "near-duplicate groups (off: data.near_duplicates.enabled=false): 0" in format_summary(
+        off.summary()
+    )
     assert splits_apart > 0  # without the guard the copy does leak: the check above can fail
     summary = dm.summary()
     assert summary["duplicate_groups"] == []

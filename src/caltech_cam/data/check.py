@@ -1,8 +1,8 @@
 """The index-time decode check: every file is hashed and decoded once, so a bad file never surfaces mid-epoch.
 
-The decoded pixels also give each file its perceptual hash (:func:`caltech_cam.data.phash.perceptual_hash`), which the
-splits use to keep near-duplicates together. Results are cached in a small TSV keyed by (path, size, mtime): a later
-run over an unchanged root neither re-reads nor re-decodes anything.
+The decoded pixels also give each file its perceptual hash (:func:`caltech_cam.data.phash.perceptual_hash`),
+which the splits use to keep near-duplicates together. Results are cached in a small TSV keyed by (path, size,
+mtime): a later run over an unchanged root neither re-reads nor re-decodes anything.
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def load_checks(index: DatasetIndex, cache_file: str | Path | None) -> dict[str,
     if todo:
         where = f"in {cache_file}" if cache_file else "(data.cache_dir and data.output_dir are both null)"
         if cache_file and (old := _older_format(Path(cache_file))):
-            where += f" (its format is {old}, older than {_CACHE_VERSION[len(_CACHE_PREFIX) :]}: no perceptual hashes)"
+            current = _CACHE_VERSION[len(_CACHE_PREFIX) :]
+            where += f" (its format is {old}, older than {current}: no perceptual hashes)"
         raise DataNotPreparedError(
             f"{len(todo)} of {len(stamps)} image file(s) under {index.root} have no up-to-date decode check "
             f"{where}, e.g. {', '.join(todo[:3])}.\n"

@@ -98,8 +98,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
     - :meth:`setup` (every rank) indexes the root, reads those verdicts (it never decodes; a missing or stale
       verdict is a :class:`DataNotPreparedError`), applies ``bad_images``, finds near-duplicates from the cached
       perceptual hashes (``near_duplicates``), builds the split (deterministic from ``seed`` and the files, or
-      ``split_file``) and the datasets; global rank 0 writes ``split_manifest.csv``
-      into ``output_dir`` atomically.
+      ``split_file``) and the datasets; global rank 0 writes ``split_manifest.csv`` into ``output_dir`` atomically.
 
     All arguments are plain values (Hydra's ``data`` group); nested mappings may be DictConfigs.
     """
@@ -258,7 +257,8 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
 
     def summary(self) -> dict[str, Any]:
         """After ``setup``: classes, per-split counts, skipped files with reasons, bad images, exact and
-        near-duplicate groups (with the near-duplicate settings and pair count), warnings (e.g. counts that differ from the released Caltech-256), and the manifest's path."""
+        near-duplicate groups (with the near-duplicate settings and pair count), warnings (e.g. counts that differ
+        from the released Caltech-256), and the manifest's path."""
         if not self._summary:
             raise RuntimeError("call setup() before summary()")
         return self._summary

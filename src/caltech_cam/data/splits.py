@@ -168,10 +168,8 @@ def split_units(
 
     def union(a: str, b: str) -> None:
         ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(
-                ra, rb
-            )  # the smaller path is the root: the unit's name is its first path
+        if ra != rb:  # the smaller path becomes the root, so a unit is named by its first path
+            parent[max(ra, rb)] = min(ra, rb)
 
     first_with_hash: dict[str, str] = {}
     for f in files:
