@@ -59,7 +59,11 @@ def test_prepare_generates_the_synthetic_set_and_writes_the_manifest(tmp_path):
         (str(k), s): n for k in range(3) for s, n in (("train", 14), ("val", 3), ("test", 3))
     }
     assert all(len(r["sha1"]) == 40 for r in rows)
+    assert "near-duplicate groups (perceptual hash within 17 bits, 0 pair(s); each kept in one split): 0" in (
+        proc.stdout
+    )
     summary = json.loads((_run_dir(tmp_path) / "data_summary.json").read_text())
+    assert summary["near_duplicates"] == {"enabled": True, "max_distance": 17, "pairs": 0}
     assert summary["class_names"] == ["red-circle", "green-triangle", "clutter"]
     assert (tmp_path / "data" / "cache").is_dir()
 
@@ -81,6 +85,16 @@ def test_a_bad_image_fails_the_run_by_name_and_skip_reports_it(caltech_tree, tmp
     assert "198.spider/198_0001.jpg = 198.spider/198_0008.jpg" in skipped.stdout
     rows = (_run_dir(tmp_path / "skip") / "split_manifest.csv").read_text().splitlines()
     assert len(rows) == 1 + 32
+
+
+def test_an_invalid_near_duplicate_threshold_stops_before_any_work_naming_the_key(tmp_path):
+    proc = _prepare(tmp_path, "data.near_duplicates.max_distance=193")
+    assert proc.returncode != 0
+    assert (
+        "data.near_duplicates.max_distance must be an integer number of bits in [0, 192], got 193"
+        in proc.stderr
+    )
+    assert not (tmp_path / "data" / "synthetic").exists()  # refused before generating anything
 
 
 def test_a_caltech_folder_under_the_default_synthetic_data_suggests_data_caltech256(caltech_tree, tmp_path):

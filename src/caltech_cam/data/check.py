@@ -1,7 +1,8 @@
 """The index-time decode check: every file is hashed and decoded once, so a bad file never surfaces mid-epoch.
 
-Results are cached in a small TSV keyed by (path, size, mtime): a later run over an unchanged root neither
-re-reads nor re-decodes anything.
+The decoded pixels also give each file its perceptual hash (:func:`caltech_cam.data.phash.perceptual_hash`),
+which the splits use to keep near-duplicates together. Results are cached in a small TSV keyed by (path, size,
+mtime): a later run over an unchanged root neither re-reads nor re-decodes anything.
 """
 
 from __future__ import annotations
@@ -17,20 +18,25 @@ from pathlib import Path
 from caltech_cam.data.atomic import write_atomically
 from caltech_cam.data.decode import MAX_PIXELS, BadImageError, decode_rgb
 from caltech_cam.data.index import DataNotPreparedError, DatasetIndex
+from caltech_cam.data.phash import format_hash, parse_hash, perceptual_hash
 
 log = logging.getLogger(__name__)
 
 BAD_IMAGE_POLICIES = ("error", "skip")
-_CACHE_HEADER = ("path", "size", "mtime_ns", "sha1", "error")
-_CACHE_VERSION = "# caltech_cam decode-check v1"
+_CACHE_HEADER = ("path", "size", "mtime_ns", "sha1", "phash", "error")
+# v2 added the perceptual hash: a v1 cache has none, so every file is checked again (and the log says why).
+_CACHE_VERSION = "# caltech_cam decode-check v2"
+_CACHE_PREFIX = "# caltech_cam decode-check "
 
 
 @dataclass(frozen=True)
 class FileCheck:
-    """The content hash of one file and the decoder's complaint (``None`` when it decodes)."""
+    """The content hash of one file, its perceptual hash (``None`` when it does not decode) and the decoder's
+    complaint (``None`` when it decodes)."""
 
     sha1: str
     error: str | None = None
+    phash: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -50,14 +56,14 @@ def cache_file_for(cache_dir: str | Path, root: Path, max_pixels: int = MAX_PIXE
 
 
 def check_file(path: Path, max_pixels: int = MAX_PIXELS) -> FileCheck:
-    """Hash and fully decode one file."""
+    """Hash, fully decode and perceptually hash one file."""
     data = path.read_bytes()
     digest = hashlib.sha1(data).hexdigest()
     try:
-        decode_rgb(data, path, max_pixels=max_pixels)
+        image = decode_rgb(data, path, max_pixels=max_pixels)
     except BadImageError as exc:
         return FileCheck(digest, exc.reason)
-    return FileCheck(digest)
+    return FileCheck(digest, phash=perceptual_hash(image))
 
 
 def check_images(
@@ -76,6 +82,14 @@ def check_images(
     stamps = _stamps(index)
     results, todo = _trusted(stamps, _read_cache(Path(cache_file)) if cache_file else {})
     if todo:
+        if cache_file and (old := _older_format(Path(cache_file))):
+            log.warning(
+                "the decode-check cache %s is in an older format (%s, without perceptual hashes): "
+                "checking all %d images again",
+                cache_file,
+                old,
+                len(stamps),
+            )
         log.info(
             "decode-checking %d of %d images (%d cached)", len(todo), len(stamps), len(stamps) - len(todo)
         )
@@ -98,6 +112,9 @@ def load_checks(index: DatasetIndex, cache_file: str | Path | None) -> dict[str,
     results, todo = _trusted(stamps, _read_cache(Path(cache_file)) if cache_file else {})
     if todo:
         where = f"in {cache_file}" if cache_file else "(data.cache_dir and data.output_dir are both null)"
+        if cache_file and (old := _older_format(Path(cache_file))):
+            current = _CACHE_VERSION[len(_CACHE_PREFIX) :]
+            where += f" (its format is {old}, older than {current}: no perceptual hashes)"
         raise DataNotPreparedError(
             f"{len(todo)} of {len(stamps)} image file(s) under {index.root} have no up-to-date decode check "
             f"{where}, e.g. {', '.join(todo[:3])}.\n"
@@ -171,9 +188,23 @@ def _read_cache(path: Path) -> dict[str, tuple[_Stamp, FileCheck]]:
             return {}  # an older format: ignore it, it gets rewritten
         rows = csv.DictReader(fh, delimiter="\t")
         return {
-            r["path"]: (_Stamp(int(r["size"]), int(r["mtime_ns"])), FileCheck(r["sha1"], r["error"] or None))
+            r["path"]: (
+                _Stamp(int(r["size"]), int(r["mtime_ns"])),
+                FileCheck(r["sha1"], r["error"] or None, parse_hash(r["phash"]) if r["phash"] else None),
+            )
             for r in rows
         }
+
+
+def _older_format(path: Path) -> str | None:
+    """The version of a cache file written by an older release (e.g. ``v1``), else ``None``."""
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8") as fh:
+        first = fh.readline().strip()
+    if first.startswith(_CACHE_PREFIX) and first != _CACHE_VERSION:
+        return first[len(_CACHE_PREFIX) :]
+    return None
 
 
 def _write_cache(path: Path, entries: dict[str, tuple[_Stamp, FileCheck]]) -> None:
@@ -183,4 +214,5 @@ def _write_cache(path: Path, entries: dict[str, tuple[_Stamp, FileCheck]]) -> No
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(_CACHE_HEADER)
         for rel, (stamp, check) in entries.items():
-            writer.writerow([rel, stamp.size, stamp.mtime_ns, check.sha1, check.error or ""])
+            phash = format_hash(check.phash) if check.phash is not None else ""
+            writer.writerow([rel, stamp.size, stamp.mtime_ns, check.sha1, phash, check.error or ""])

@@ -36,9 +36,13 @@ from caltech_cam.data.splits import (
     MANIFEST_NAME,
     SPLITS,
     ManifestRow,
+    NearDuplicateConfig,
     SplitConfig,
     duplicate_groups,
+    large_group_warnings,
     make_split,
+    near_duplicate_groups,
+    near_duplicate_pairs,
     read_manifest,
     validate_manifest,
     write_manifest,
@@ -90,11 +94,11 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
       written, so the model can be built before a Trainer exists, on every rank.
     - :meth:`prepare_data` (one process per node, called by the Trainer) does all the expensive or writing work:
       generates the synthetic set, downloads with ``download=True``, and decode-checks every file (hash + full
-      decode), writing the verdicts to :attr:`checks_file`.
+      decode + perceptual hash), writing the verdicts to :attr:`checks_file`.
     - :meth:`setup` (every rank) indexes the root, reads those verdicts (it never decodes; a missing or stale
-      verdict is a :class:`DataNotPreparedError`), applies ``bad_images``, builds the split (deterministic from
-      ``seed`` and the files, or ``split_file``) and the datasets; global rank 0 writes ``split_manifest.csv``
-      into ``output_dir`` atomically.
+      verdict is a :class:`DataNotPreparedError`), applies ``bad_images``, finds near-duplicates from the cached
+      perceptual hashes (``near_duplicates``), builds the split (deterministic from ``seed`` and the files, or
+      ``split_file``) and the datasets; global rank 0 writes ``split_manifest.csv`` into ``output_dir`` atomically.
 
     All arguments are plain values (Hydra's ``data`` group); nested mappings may be DictConfigs.
     """
@@ -113,6 +117,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         persistent_workers: bool = False,
         split: Mapping[str, Any] | None = None,
         split_file: str | Path | None = None,
+        near_duplicates: Mapping[str, Any] | None = None,
         bad_images: str = "error",
         download: bool = False,
         synthetic: Mapping[str, Any] | None = None,
@@ -135,6 +140,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.split_config = SplitConfig.from_mapping(plain(split))
         self.split_file = Path(split_file) if split_file else None
+        self.near_duplicates = NearDuplicateConfig.from_mapping(plain(near_duplicates))
         self.bad_images = check_policy(bad_images)
         self.download = bool(download)
         self.synthetic: dict[str, Any] | None = plain(synthetic) or None
@@ -207,12 +213,15 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         bad = enforce_policy(index, checks, self.bad_images)
         usable = [f for f in index.files if checks[f.path].ok]
         hashes = {f.path: checks[f.path].sha1 for f in usable}
-        warnings = [*self._synthetic_warnings(), *index.warnings]
+        phashes = {f.path: checks[f.path].phash for f in usable}
+        near = near_duplicate_pairs(usable, hashes, phashes, self.near_duplicates)
+        near_groups = near_duplicate_groups(usable, hashes, near)
+        warnings = [*self._synthetic_warnings(), *index.warnings, *large_group_warnings(near_groups)]
         if self.split_file is not None:
             rows = read_manifest(self.split_file)
-            warnings += validate_manifest(rows, usable, hashes, self.split_file)
+            warnings += validate_manifest(rows, usable, hashes, self.split_file, near)
         else:
-            rows = make_split(usable, hashes, self.split_config, self.seed, index.class_dirs)
+            rows = make_split(usable, hashes, self.split_config, self.seed, index.class_dirs, near)
         if self.output_dir is not None and self._is_global_zero():
             self.manifest_path = write_manifest(rows, self.output_dir / MANIFEST_NAME)
 
@@ -236,13 +245,20 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
             "skipped": [{"path": s.path, "reason": s.reason} for s in index.skipped],
             "bad_images": [{"path": p, "error": e} for p, e in bad],
             "duplicate_groups": duplicate_groups(usable, hashes),
+            "near_duplicates": {
+                "enabled": self.near_duplicates.enabled,
+                "max_distance": self.near_duplicates.max_distance,
+                "pairs": len(near),
+            },
+            "near_duplicate_groups": near_groups,
             "warnings": warnings,
             "manifest": str(self.manifest_path) if self.manifest_path else None,
         }
 
     def summary(self) -> dict[str, Any]:
-        """After ``setup``: classes, per-split counts, skipped files with reasons, bad images, duplicate groups,
-        warnings (e.g. counts that differ from the released Caltech-256), and the manifest's path."""
+        """After ``setup``: classes, per-split counts, skipped files with reasons, bad images, exact and
+        near-duplicate groups (with the near-duplicate settings and pair count), warnings (e.g. counts that differ
+        from the released Caltech-256), and the manifest's path."""
         if not self._summary:
             raise RuntimeError("call setup() before summary()")
         return self._summary

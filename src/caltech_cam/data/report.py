@@ -19,6 +19,7 @@ def format_summary(summary: Mapping[str, Any], max_items: int = 10) -> str:
         ("skipped", [f"{s['path']}: {s['reason']}" for s in summary["skipped"]]),
         ("bad images (dropped)", [f"{b['path']}: {b['error']}" for b in summary["bad_images"]]),
         ("duplicate groups (each kept in one split)", [" = ".join(g) for g in summary["duplicate_groups"]]),
+        (_near_title(summary["near_duplicates"]), [" ~ ".join(g) for g in summary["near_duplicate_groups"]]),
         ("warnings", list(summary["warnings"])),
     )
     for title, items in sections:
@@ -29,3 +30,12 @@ def format_summary(summary: Mapping[str, Any], max_items: int = 10) -> str:
     if summary.get("manifest"):
         lines.append(f"manifest: {summary['manifest']}")
     return "\n".join(lines)
+
+
+def _near_title(settings: Mapping[str, Any]) -> str:
+    if not settings["enabled"]:
+        return "near-duplicate groups (off: data.near_duplicates.enabled=false)"
+    return (
+        f"near-duplicate groups (perceptual hash within {settings['max_distance']} bits, "
+        f"{settings['pairs']} pair(s); each kept in one split)"
+    )
