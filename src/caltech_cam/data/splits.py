@@ -30,7 +30,7 @@ LARGE_GROUP = 10
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """``fractions``: each class split train/val/test by these shares (the original study: 0.7/0.15/0.15).
+    """``fractions``: each class split train/val/test by these shares (0.7/0.15/0.15 by default: ours, the study states no split).
     ``per_class``: Caltech-256-60 -- ``train_per_class`` training images per class, ``val_fraction`` of the
     rest for validation, the remainder for test."""
 
