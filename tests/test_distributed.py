@@ -76,7 +76,18 @@ def test_several_nodes_without_a_cluster_environment_is_refused(clean_env):
 def test_ddp_inside_a_multirun_is_refused_with_the_alternatives(clean_env):
     with pytest.raises(LaunchError, match=r"ddp_spawn.*hydra/launcher=slurm"):
         check_launch(trainer_cfg(devices=2, strategy="ddp"), multirun=True)
+    # Lightning's `auto` with several devices is ddp, and so are its variants and the sharded strategies.
+    for strategy in ("auto", "ddp_find_unused_parameters_false", "fsdp", "deepspeed_stage_2"):
+        with pytest.raises(LaunchError, match="would replay the whole sweep"):
+            check_launch(trainer_cfg(devices=2, strategy=strategy), multirun=True)
+    with pytest.raises(LaunchError, match="DDPStrategy"):
+        check_launch(
+            trainer_cfg(devices=2, strategy={"_target_": "lightning.pytorch.strategies.DDPStrategy"}),
+            multirun=True,
+        )
     check_launch(trainer_cfg(devices=2, strategy="ddp_spawn"), multirun=True)
+    check_launch(trainer_cfg(devices=2, strategy="ddp_fork"), multirun=True)
+    check_launch(trainer_cfg(devices=1, strategy="auto"), multirun=True)
     check_launch(trainer_cfg(devices=2, strategy="ddp"), multirun=False)
     check_launch(trainer_cfg(devices=1, strategy="ddp"), multirun=True)
     clean_env.setenv(

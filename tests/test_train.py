@@ -264,3 +264,13 @@ def test_two_process_cpu_ddp_runs_several_epochs(tmp_path, synthetic_root):
     metrics = json.loads((run / "metrics.json").read_text())
     assert "val/acc_top1" in metrics["fit"]
     assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
+    # The value returned to sweepers is the best epoch's, not the last one's (the spawn launcher does not send the
+    # best score back to the main process): the maximum of the val/acc_top1 points TensorBoard holds.
+    scores = []
+    for file in (run / "tensorboard").rglob("events.out.tfevents.*"):
+        events = EventAccumulator(str(file), size_guidance={"scalars": 0})
+        events.Reload()
+        if "val/acc_top1" in events.Tags()["scalars"]:
+            scores += [e.value for e in events.Scalars("val/acc_top1")]
+    assert len(scores) == 2
+    assert metrics["optimized_value"] == pytest.approx(max(scores))

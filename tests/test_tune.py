@@ -427,3 +427,27 @@ def test_slurm_array_tasks_share_one_study(slurm_cluster, tmp_path, synthetic_ro
     assert trials[0].params != trials[1].params
     assert len({t.user_attrs["run_dir"] for t in trials}) == 2
     assert len(read_csv(study_dir / "trials.csv")) == 2
+
+
+def test_a_trial_folder_left_by_another_study_is_not_resumed(tmp_path, synthetic_root, one_thread):
+    """A study restarted with a fresh storage under the same name would train trial 0 into the old trial 0's folder,
+    and train() would resume that run's last.ckpt (its optimizer, its best score): refused instead."""
+    study_dir = tmp_path / "study"
+    old = study_dir / "trials" / "0000" / "checkpoints"
+    old.mkdir(parents=True)
+    (old / "last.ckpt").write_bytes(b"an earlier study's run")
+    args = [*train_args(synthetic_root, tmp_path), *SPACE, "tune.study_name=again", "tune.n_trials=1"]
+    with pytest.raises(FileExistsError, match=r"trial 0's folder .*0000 already holds a run"):
+        study_in_process(args, study_dir)
+    assert (old / "last.ckpt").read_bytes() == b"an earlier study's run"
+
+
+@pytest.mark.slow
+def test_a_multirun_of_the_tuner_is_refused(tmp_path, synthetic_root):
+    proc = subprocess.run(
+        [sys.executable, "-m", "caltech_cam.tune", "-m", *train_args(synthetic_root, tmp_path), "tune.worker=0,1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "with -m each job would open its own study" in proc.stderr, proc.stderr[-3000:]
+    assert not list(tmp_path.rglob("journal.log"))

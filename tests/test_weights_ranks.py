@@ -15,6 +15,8 @@ import torch
 from caltech_cam.models.weights import RESNET50_WEIGHTS, hub_cache_path
 
 FETCH = (
+    "import logging\n"
+    "logging.basicConfig(level=logging.INFO)\n"
     "import torch\n"
     "from caltech_cam.models.weights import RESNET50_WEIGHTS, fetch_state_dict\n"
     "state = fetch_state_dict(RESNET50_WEIGHTS, progress=False)\n"
@@ -50,16 +52,21 @@ def _cache_file(torch_home: Path) -> Path:
 
 @pytest.mark.slow
 def test_a_waiting_rank_reads_the_file_its_rank_zero_puts_in_the_cache(tmp_path):
-    waiting = _rank(tmp_path, 1)
-    time.sleep(3)  # the waiting rank is polling by now (it would have failed at once if it tried to download)
-    assert waiting.poll() is None
-    state = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([0.5])}
     cached = _cache_file(tmp_path)
     cached.parent.mkdir(parents=True)
+    # A failure left a minute ago by another launch (another SLURM job sharing TORCH_HOME): not this launch's answer.
+    (cached.parent / (cached.name + ".caltech_cam-failed")).write_text("slurm:999.0\nno network in that job")
+    waiting = _rank(tmp_path, 1)
+    deadline = time.monotonic() + 120
+    seen = ""
+    while "waits for local rank 0" not in seen:  # the rank is in its waiting loop, not past it
+        assert waiting.poll() is None and time.monotonic() < deadline, seen + waiting.stderr.read()
+        seen += waiting.stderr.readline()
+    state = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([0.5])}
     torch.save(state, cached.with_suffix(".partial"))
     cached.with_suffix(".partial").rename(cached)  # as torch.hub does: written aside, then moved into place
     out, err = waiting.communicate(timeout=120)
-    assert waiting.returncode == 0, err[-3000:]
+    assert waiting.returncode == 0, (seen + err)[-3000:]
     assert "SUM 15.5" in out  # 0+1+...+5 + 0.5: the very tensors rank 0 cached
 
 

@@ -90,15 +90,31 @@ def check_launch(trainer: DictConfig, *, multirun: bool) -> None:
                 "NODE_RANK=<0..num_nodes-1> (and the same hydra.run.dir), or submit it through "
                 "hydra/launcher=slurm (README: Scaling out)."
             )
-    strategy = str(trainer.get("strategy", "auto"))
-    several = (wanted is None or wanted > 1 or num_nodes > 1) and strategy.startswith("ddp")
-    relaunches = strategy in ("ddp", "ddp_find_unused_parameters_true") and not externally_launched()
-    if multirun and several and relaunches:
+    strategy = trainer.get("strategy", "auto")
+    name = str(strategy.get("_target_", "custom") if hasattr(strategy, "get") else strategy)
+    processes = _processes_per_node(accelerator, wanted) * num_nodes
+    # Every multi-process strategy re-runs the command per extra rank (Lightning's subprocess launcher: ddp and
+    # its variants, fsdp, deepspeed, and `auto` with several devices), except those that fork or spawn.
+    relaunches = processes > 1 and not any(k in name.lower() for k in _FORKING) and not externally_launched()
+    if multirun and relaunches:
         raise LaunchError(
-            f"trainer.strategy={strategy} re-runs the command once per device, which inside a Hydra multirun (-m) "
-            "would replay the whole sweep in every child process. For a sweep on one machine use "
-            "trainer.strategy=ddp_spawn; on a cluster, hydra/launcher=slurm runs each job's ranks as SLURM tasks."
+            f"trainer.strategy={name} with {processes} processes re-runs the command once per extra process, which "
+            "inside a Hydra multirun (-m) would replay the whole sweep in every child process. For a sweep on one "
+            "machine use trainer.strategy=ddp_spawn; on a cluster, hydra/launcher=slurm runs each job's ranks as "
+            "SLURM tasks."
         )
+
+
+# Strategies whose extra processes are started from the first one, not by re-running the command.
+_FORKING = ("spawn", "fork", "notebook")
+
+
+def _processes_per_node(accelerator: str, wanted: int | None) -> int:
+    """How many processes a node runs: the devices asked for, or for auto / -1 every GPU (one CPU process)."""
+    if wanted is not None:
+        return wanted
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return max(torch.cuda.device_count(), 1) if gpu else 1
 
 
 def eval_sampler(dataset: Dataset, trainer: L.Trainer | None) -> DistributedSampler | None:

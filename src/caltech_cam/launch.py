@@ -37,6 +37,12 @@ def tasks_per_node(devices: Any) -> int:
         return devices
     if isinstance(devices, str) and devices.isdigit() and int(devices) > 0:
         return int(devices)
+    if (
+        isinstance(devices, str)
+        and "," in devices
+        and all(d.strip().isdigit() for d in devices.split(",") if d.strip())
+    ):
+        return len([d for d in devices.split(",") if d.strip()])  # "0,1": device ids, as Lightning reads them
     raise ValueError(
         f"hydra/launcher=slurm starts one SLURM task per device, so trainer.devices must be a number of devices "
         f"per node (e.g. trainer.devices=4) or a list of device ids, not {devices!r}."

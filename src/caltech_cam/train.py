@@ -10,6 +10,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -58,6 +59,22 @@ def _data_summary(datamodule: CaltechDataModule) -> dict[str, Any]:
     return datamodule.summary()
 
 
+def _best_score(checkpoint: ModelCheckpoint | None, best_path: str) -> float | None:
+    """The best monitored value. Under `ddp_spawn` the launcher sends back the best checkpoint's path but not its
+    score, so it is read from the checkpoint file, which records its ModelCheckpoint's state."""
+    if checkpoint is None:
+        return None
+    if checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    if not best_path or not Path(best_path).is_file():
+        return None
+    state = torch.load(best_path, map_location="cpu", weights_only=True)["callbacks"].get(
+        checkpoint.state_key, {}
+    )
+    score = state.get("best_model_score")
+    return None if score is None else float(score)
+
+
 def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
     """Run one experiment; returns the final metrics (also written to <run dir>/metrics.json by global rank 0).
 
@@ -98,8 +115,9 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
 
     metric_name = cfg.get("optimized_metric")
     optimized = results["fit"].get(metric_name) if metric_name else None
-    if checkpoint is not None and checkpoint.best_model_score is not None:
-        optimized = float(checkpoint.best_model_score)
+    best_score = _best_score(checkpoint, best_path)
+    if best_score is not None:
+        optimized = best_score
     results.update(
         optimized_metric=metric_name,
         optimized_value=optimized,

@@ -52,13 +52,16 @@ def fetch_state_dict(
         cached = hub_cache_path(weights)
         if not cached.is_file() and node_local_rank() != 0:
             _wait_for_node_rank_zero(weights, cached)
+        if node_local_rank() == 0:  # an earlier launch's failure must not stop this launch's waiting ranks
+            with contextlib.suppress(OSError):
+                _failure_marker(cached).unlink(missing_ok=True)
         try:
             state = _get_state_dict(weights, cached, progress)
         except MissingWeightsError as err:
             if node_local_rank() == 0:  # tell the ranks waiting for this file not to wait any longer
                 with contextlib.suppress(OSError):  # a read-only cache: they time out instead
                     _failure_marker(cached).parent.mkdir(parents=True, exist_ok=True)
-                    _failure_marker(cached).write_text(str(err))
+                    _failure_marker(cached).write_text(f"{launch_id()}\n{err}")
             raise
         origin = str(cached)
     # Lightning checkpoints and pickled modules are not plain state dicts: say so instead of failing on key names.
@@ -82,6 +85,28 @@ def node_local_rank() -> int:
 
 def _failure_marker(cached: Path) -> Path:
     return cached.with_name(cached.name + ".caltech_cam-failed")
+
+
+def launch_id() -> str:
+    """What the ranks of one launch share and the next launch does not: the SLURM job and its restart, the torchrun
+    run, or the rendezvous address."""
+    env = os.environ
+    if "SLURM_JOB_ID" in env:
+        return f"slurm:{env['SLURM_JOB_ID']}.{env.get('SLURM_RESTART_COUNT', '0')}"
+    if "TORCHELASTIC_RUN_ID" in env:
+        return f"torchrun:{env['TORCHELASTIC_RUN_ID']}"
+    return f"rendezvous:{env.get('MASTER_ADDR', '')}:{env.get('MASTER_PORT', '')}"
+
+
+def _failure_of_this_launch(marker: Path, started: float) -> str | None:
+    """Rank 0's error message if the marker is this launch's (same launch id, written since shortly before this
+    rank began to wait); a marker left by another or an earlier launch is not this one's answer."""
+    try:
+        written, text = marker.stat().st_mtime, marker.read_text()
+    except OSError:
+        return None
+    owner, _, message = text.partition("\n")
+    return message if owner == launch_id() and written >= started - 300 else None
 
 
 def _missing(weights: WeightsEnum, cached: Path, reason: str) -> MissingWeightsError:
@@ -111,12 +136,9 @@ def _wait_for_node_rank_zero(weights: WeightsEnum, cached: Path) -> None:
     started = time.time()
     log.info("Local rank %d waits for local rank 0 to fetch %s", node_local_rank(), cached)
     while not cached.is_file():
-        marker = _failure_marker(cached)
-        # A marker older than this wait (minus rank 0's head start) is from an earlier run: not this one's answer.
-        if marker.is_file() and marker.stat().st_mtime >= started - 300:
-            raise MissingWeightsError(
-                f"local rank 0 could not fetch the weights this rank needs: {marker.read_text()}"
-            )
+        failure = _failure_of_this_launch(_failure_marker(cached), started)
+        if failure is not None:
+            raise MissingWeightsError(f"local rank 0 could not fetch the weights this rank needs: {failure}")
         if time.time() - started > timeout:
             raise _missing(
                 weights, cached, f"local rank 0 did not fetch it within {timeout:.0f} s (${WAIT_ENV})"

@@ -16,6 +16,7 @@ import optuna
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import FrozenTrial
@@ -40,6 +41,13 @@ def make_objective(params: list[Param], train_overrides: list[str], study_dir: P
     def objective(trial: optuna.Trial) -> float:
         sampled = [p.override(p.suggest(trial)) for p in params]
         run_dir = trial_dir(study_dir, trial.number)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            # train() would resume whatever last.ckpt is there, with that run's optimizer and best score.
+            raise FileExistsError(
+                f"trial {trial.number}'s folder {run_dir} already holds a run (from an earlier study of the same "
+                f"name whose storage was replaced?); it would be resumed instead of trained. Use another "
+                f"tune.study_name, or move {study_dir / 'trials'} away."
+            )
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("overrides", sampled)
@@ -83,7 +91,6 @@ def run_study(tcfg: DictConfig, train_overrides: list[str], study_dir: Path) -> 
     direction = (
         optuna.study.StudyDirection.MAXIMIZE if mode == "max" else optuna.study.StudyDirection.MINIMIZE
     )
-    sampler = instantiate(tcfg.sampler, seed=int(tcfg.seed) + int(tcfg.worker))
     pruner = instantiate(tcfg.pruner) if tcfg.pruner is not None else optuna.pruners.NopPruner()
     storage = open_storage(tcfg.storage, study_dir)
 
@@ -91,10 +98,15 @@ def run_study(tcfg: DictConfig, train_overrides: list[str], study_dir: Path) -> 
         storage=storage,
         study_name=tcfg.study_name,
         direction=direction,
-        sampler=sampler,
         pruner=pruner,
         load_if_exists=True,
     )
+    # Seeded apart: by the worker's number (the array index under SLURM; the process id when none is given, so two
+    # identical commands differ) and by the trials already in the study (a resumed or requeued worker does not
+    # replay its own first draws). A lone worker with tune.worker=0 on a new study is reproducible.
+    worker = int(tcfg.worker) if tcfg.get("worker") is not None else os.getpid()
+    offset = worker + 1009 * len(study.get_trials(deepcopy=False))
+    study.sampler = instantiate(tcfg.sampler, seed=int(tcfg.seed) + offset)
     if study.direction != direction:
         raise ValueError(
             f"Study {tcfg.study_name!r} in {tcfg.storage or study_dir / 'journal.log'} was created to "
@@ -153,6 +165,12 @@ def _record_or_compare(study: optuna.Study, attrs: dict[str, Any]) -> None:
 def main(cfg: DictConfig) -> float | None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one summary line per trial comes from us
     hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        raise ValueError(
+            "python -m caltech_cam.tune runs one worker; with -m each job would open its own study in its own sweep "
+            "folder. Start more workers as separate processes on one storage (the same command again, or "
+            "`sbatch --array=0-7 --wrap='python -m caltech_cam.tune ...'` on SLURM; README: Sweeps)."
+        )
     study = run_study(
         cfg.tune, train_overrides_of(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir)
     )
