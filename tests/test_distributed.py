@@ -118,7 +118,7 @@ def test_cli_refuses_ddp_in_a_multirun_before_touching_data(tmp_path, synthetic_
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode != 0
-    assert "trainer.strategy=ddp re-runs the command" in proc.stderr
+    assert "trainer.strategy=ddp with 2 processes re-runs the command" in proc.stderr
     assert "Caltech-256 not found" not in proc.stderr  # refused before the data was looked at
 
 
