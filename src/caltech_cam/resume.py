@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
+from caltech_cam.build import training_run_dir
 from caltech_cam.data import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ def check_checkpoint(path: Path) -> None:
 
 def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, str | None]:
     """`(ckpt_path, split_file)` to start this run with: the config's own values when set; otherwise the run
-    directory's last checkpoint and split manifest when they exist (a requeued or re-run job)."""
+    directory's last checkpoint and split manifest when they exist (a requeued or re-run job), or the split of the
+    run a given `ckpt_path` belongs to."""
     ckpt = cfg.get("ckpt_path")
     split = cfg.data.get("split_file")
     if ckpt is None:
@@ -48,10 +50,12 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, str | None]:
             check_checkpoint(last)
             ckpt = str(last)
     if split is None:
-        manifest = Path(cfg.paths.output_dir) / MANIFEST_NAME
-        # Only in a run that already trained (or was requeued): a fresh run writes this file itself.
-        if manifest.is_file():
-            split = str(manifest)
+        # This run directory's own split (a requeued or re-run job: a fresh run writes the file itself), else the
+        # split of the run an explicit ckpt_path comes from: resuming must not draw a new split.
+        runs = [Path(cfg.paths.output_dir)]
+        if ckpt is not None and (origin := training_run_dir(Path(ckpt))) is not None:
+            runs.append(origin)
+        split = next((str(run / MANIFEST_NAME) for run in runs if (run / MANIFEST_NAME).is_file()), None)
     return ckpt, split
 
 

@@ -14,7 +14,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from caltech_cam.build import (
     build_callbacks,
@@ -24,27 +24,15 @@ from caltech_cam.build import (
     build_trainer,
     check_model_config,
     numbers,
-    training_run_dir,
     write_results,
 )
 from caltech_cam.config import config_dir, plain
-from caltech_cam.data import MANIFEST_NAME, CaltechDataModule
+from caltech_cam.data import CaltechDataModule
 from caltech_cam.distributed import SameRunDirectory, check_launch
 from caltech_cam.launch import check_launcher
 from caltech_cam.resume import apply_resume
 
 log = logging.getLogger(__name__)
-
-
-def _reuse_split_when_resuming(cfg: DictConfig) -> None:
-    """Resuming must see the interrupted run's split, not a new one: default data.split_file to its manifest."""
-    if not cfg.get("ckpt_path") or cfg.data.get("split_file"):
-        return
-    run = training_run_dir(Path(cfg.ckpt_path))
-    if run is not None and (run / MANIFEST_NAME).is_file():
-        with open_dict(cfg):
-            cfg.data.split_file = str(run / MANIFEST_NAME)
-        log.info("Resuming: reusing the split of %s", run / MANIFEST_NAME)
 
 
 def _is_multirun() -> bool:
@@ -86,7 +74,6 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     check_launch(cfg.trainer, multirun=_is_multirun())
     check_launcher()
     apply_resume(cfg)
-    _reuse_split_when_resuming(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule)
