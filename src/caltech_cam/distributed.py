@@ -32,18 +32,20 @@ def externally_launched() -> bool:
     return SLURMEnvironment.detect() or TorchElasticEnvironment.detect() or "LOCAL_RANK" in os.environ
 
 
-def _device_count(devices: Any) -> int | None:
-    """How many devices a `trainer.devices` value asks for on this node; None for "auto" / -1 (all there are)."""
-    if isinstance(devices, str):
-        devices = devices.strip()
-        if devices in ("auto", "-1"):
-            return None
-        if "," in devices:
-            return len([d for d in devices.split(",") if d.strip()])
+def device_count(devices: Any) -> int | None:
+    """How many devices a `trainer.devices` value asks for on one node: a count, a list of ids or "0,1"; None for
+    "auto" / -1 (all there are). Anything else is a LaunchError naming the value."""
+    if isinstance(devices, str) and devices.strip() in ("auto", "-1"):
+        return None
+    if isinstance(devices, str) and "," in devices:
+        devices = [d for d in devices.split(",") if d.strip()]
+    if isinstance(devices, str) and devices.strip().isdigit():
         devices = int(devices)
-    if isinstance(devices, (list, tuple)) or hasattr(devices, "__len__"):
+    if not isinstance(devices, str | bool) and hasattr(devices, "__len__"):
         return len(devices)
-    return None if devices == -1 else int(devices)
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        return None if devices == -1 else devices
+    raise LaunchError(f"trainer.devices={devices!r}; expected a count, a list of device ids, or auto.")
 
 
 def check_launch(trainer: DictConfig, *, multirun: bool) -> None:
@@ -55,7 +57,7 @@ def check_launch(trainer: DictConfig, *, multirun: bool) -> None:
       child replay the whole sweep (hydra#2070): use `ddp_spawn` there, or a launcher (`hydra/launcher=slurm`).
     """
     accelerator = str(trainer.get("accelerator", "auto"))
-    wanted = _device_count(trainer.get("devices", 1))
+    wanted = device_count(trainer.get("devices", 1))
     if wanted is not None:
         if wanted < 1:
             raise LaunchError(

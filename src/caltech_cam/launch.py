@@ -9,7 +9,9 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import ListConfig, OmegaConf
+from omegaconf import OmegaConf
+
+from caltech_cam.distributed import device_count
 
 RESOLVER = "caltech_cam.launcher_plugin"
 TASKS_RESOLVER = "caltech_cam.tasks_per_node"
@@ -31,18 +33,12 @@ def launcher_plugin(target: str, package: str) -> str:
 
 def tasks_per_node(devices: Any) -> int:
     """SLURM tasks per node for `trainer.devices`: one task (DDP rank) per device, so a count is needed."""
-    if isinstance(devices, ListConfig | list | tuple) and len(devices) > 0:
-        return len(devices)
-    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
-        return devices
-    if isinstance(devices, str) and devices.isdigit() and int(devices) > 0:
-        return int(devices)
-    if (
-        isinstance(devices, str)
-        and "," in devices
-        and all(d.strip().isdigit() for d in devices.split(",") if d.strip())
-    ):
-        return len([d for d in devices.split(",") if d.strip()])  # "0,1": device ids, as Lightning reads them
+    try:
+        count = device_count(devices)
+    except ValueError:
+        count = None
+    if count is not None and count > 0:
+        return count
     raise ValueError(
         f"hydra/launcher=slurm starts one SLURM task per device, so trainer.devices must be a number of devices "
         f"per node (e.g. trainer.devices=4) or a list of device ids, not {devices!r}."
