@@ -163,6 +163,18 @@ class _Steps(L.Callback):
         self.started += 1
 
 
+def _bare_trainer(*callbacks: L.Callback) -> L.Trainer:
+    """One CPU epoch, nothing written: for checks that must stop before the first step."""
+    return L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=list(callbacks),
+    )
+
+
 def test_a_wrong_layer_stops_the_run_before_training_even_when_not_strict(tmp_path, synthetic_root):
     # The same config `train` reads: strict=false used to let this reach the first validation end as a warning.
     extra = ("trainer.max_epochs=2", "callbacks.grad_cam.layers=[layer4,no_such_layer]")
@@ -173,14 +185,7 @@ def test_a_wrong_layer_stops_the_run_before_training_even_when_not_strict(tmp_pa
     # In process, with a counter: setup raised before the sanity check and the first step.
     datamodule, module = _built(tmp_path, synthetic_root)
     steps = _Steps()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[GradCAMLogger(layers=["no_such_layer"], strict=False), steps],
-    )
+    trainer = _bare_trainer(GradCAMLogger(layers=["no_such_layer"], strict=False), steps)
     with pytest.raises(ValueError, match="no_such_layer"):
         trainer.fit(module, datamodule=datamodule)
     assert trainer.global_step == 0 and steps.started == 0
@@ -190,14 +195,7 @@ def test_a_module_without_what_the_callback_needs_is_named_before_training(tmp_p
     datamodule, module = _built(tmp_path, synthetic_root)
     del module.cam_layers, module.preset
     steps = _Steps()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[GradCAMLogger(strict=False), steps],
-    )
+    trainer = _bare_trainer(GradCAMLogger(strict=False), steps)
     with pytest.raises(
         TypeError,
         match=r"GradCAMLogger needs a LightningModule with \.model, \.cam_layers, \.class_names, \.preset "
