@@ -158,6 +158,8 @@ def test_bad_shapes_are_named():
         relevance_mass(torch.rand(2, 8, 8), torch.zeros(2, 8, 8))
     with pytest.raises(ValueError, match=r"maps must be float \(N, H, W\)"):
         relevance_rank(torch.rand(8, 8), torch.zeros(8, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"maps are on cpu but masks on meta"):
+        pointing_game(torch.rand(1, 8, 8), torch.zeros(1, 8, 8, dtype=torch.bool, device="meta"))
     with pytest.raises(ValueError, match=r"tolerance must be"):
         pointing_game(torch.rand(1, 8, 8), torch.zeros(1, 8, 8, dtype=torch.bool), -1.0)
     with pytest.raises(ValueError, match=r"\(N, 4\)"):

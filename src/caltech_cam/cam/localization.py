@@ -88,6 +88,10 @@ def _check(maps: Tensor, masks: Tensor) -> None:
         raise ValueError(f"maps must be float (N, H, W), got {maps.dtype} of shape {tuple(maps.shape)}")
     if masks.dtype != torch.bool:
         raise ValueError(f"masks must be bool (N, H, W), got {masks.dtype}")
+    if masks.device != maps.device:
+        raise ValueError(
+            f"maps are on {maps.device} but masks on {masks.device}: build the masks on the maps' device"
+        )
     if masks.shape != maps.shape:
         raise ValueError(
             f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ in shape: map the boxes to the "
