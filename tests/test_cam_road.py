@@ -401,3 +401,14 @@ def test_deletion_insertion_match_torchcam():
     assert ours_insertion.tolist() == pytest.approx(insertion, abs=1e-6)
     assert ours_deletion.tolist() == pytest.approx(deletion, abs=1e-6)
     assert len(set(deletion)) == batch and min(insertion) > max(deletion) - 1  # distinct, real curves
+
+
+def test_quantus_road_fails_on_three_channel_images():
+    # Quantus broadcasts the (B, 1, H, W) map over the channels and ranks C·H·W entries, then indexes the H·W
+    # pixels with them: any index ≥ H·W is an IndexError. Ours takes (B, H, W) maps for any C.
+    images = smooth_images(2, 3, 16)
+    saliency = blob_saliency(2, 16)
+    model = tiny_net()
+    with pytest.raises(IndexError):
+        _quantus_road(model, images.numpy(), np.array([0, 1]), saliency[:, None].numpy(), [50], batch_size=2)
+    assert road_curve(model, images, saliency, [0, 1], fractions=[0.5]).shape == (2, 1)
