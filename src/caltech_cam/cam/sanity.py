@@ -56,7 +56,9 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
     Computed in float64; NaN where either item is constant (its ranks have no variance), as scipy gives.
     """
     if a.shape != b.shape or a.ndim < 2:
-        raise ValueError(f"spearman needs two batches of one shape (B, ...), got {tuple(a.shape)}, {tuple(b.shape)}")
+        raise ValueError(
+            f"spearman needs two batches of one shape (B, ...), got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
     ra = average_ranks(a.flatten(1).double())
     rb = average_ranks(b.flatten(1).double())
     ra = ra - ra.mean(dim=1, keepdim=True)
@@ -145,10 +147,7 @@ def cascading_randomization_many(
         steps.append(
             (
                 name,
-                {
-                    m: {layer: spearman(original[m][layer], maps[m][layer]) for layer in layers}
-                    for m in maps
-                },
+                {m: {layer: spearman(original[m][layer], maps[m][layer]) for layer in layers} for m in maps},
             )
         )
     return steps

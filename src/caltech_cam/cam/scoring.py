@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from caltech_cam.cam import localization as loc
 from caltech_cam.cam.engine import cams_from_capture, capture
 from caltech_cam.cam.methods import get_method
 from caltech_cam.cam.metrics import confidence_change, deletion_auc, insertion_auc
@@ -93,9 +94,7 @@ def register_metric(
 def localization(batch: MapBatch) -> dict[str, Tensor]:
     """Pointing game (at the tolerance and at 0), energy pointing game, relevance mass and rank (localization.py);
     NaN for images whose box is missing or cropped away."""
-    from caltech_cam.cam.localization import localization_scores
-
-    scores = localization_scores(batch.maps, batch.masks, batch.tolerance)
+    scores = loc.localization_scores(batch.maps, batch.masks, batch.tolerance)
     return {k: torch.where(batch.kept, v.float(), torch.nan) for k, v in scores.items()}
 
 
@@ -118,7 +117,9 @@ def confidence(batch: MapBatch) -> dict[str, Tensor]:
 def deletion(batch: MapBatch) -> dict[str, Tensor]:
     """Deletion AUC (RISE, Petsiuk et al. 2018)."""
     return {
-        "deletion_auc": deletion_auc(batch.model, batch.images, batch.maps, batch.targets, chunk_size=batch.chunk_size)
+        "deletion_auc": deletion_auc(
+            batch.model, batch.images, batch.maps, batch.targets, chunk_size=batch.chunk_size
+        )
     }
 
 
@@ -126,7 +127,9 @@ def deletion(batch: MapBatch) -> dict[str, Tensor]:
 def insertion(batch: MapBatch) -> dict[str, Tensor]:
     """Insertion AUC (RISE, Petsiuk et al. 2018)."""
     return {
-        "insertion_auc": insertion_auc(batch.model, batch.images, batch.maps, batch.targets, chunk_size=batch.chunk_size)
+        "insertion_auc": insertion_auc(
+            batch.model, batch.images, batch.maps, batch.targets, chunk_size=batch.chunk_size
+        )
     }
 
 
@@ -242,11 +245,21 @@ def score_cams(
     if not chosen:
         raise ValueError("cams.methods is empty; name at least one CAM method")
     selected = check_metrics(metrics)
-    result = CamScores(settings={"methods": [m.name for m in chosen], "layers": list(layers), "target": target,
-                                 "metrics": selected, "seed": seed, "resamples": resamples})
+    result = CamScores(
+        settings={
+            "methods": [m.name for m in chosen],
+            "layers": list(layers),
+            "target": target,
+            "metrics": selected,
+            "seed": seed,
+            "resamples": resamples,
+        }
+    )
     per_map = [METRICS[name] for name in selected if name != SANITY]
     if boxes is None and any(m.needs_boxes for m in per_map):
-        result.notes.append("localization skipped: the split has no boxes (boxes.json); its columns are not reported")
+        result.notes.append(
+            "localization skipped: the split has no boxes (boxes.json); its columns are not reported"
+        )
         per_map = [m for m in per_map if not m.needs_boxes]
     device = next(model.parameters()).device
     values: dict[tuple[str, str, str], list[Tensor]] = defaultdict(list)
@@ -255,8 +268,6 @@ def score_cams(
     sanity_batch: list[tuple[Tensor, Tensor]] = []
     generator = torch.Generator(device=device).manual_seed(seed)
     start, size = 0, None
-    from caltech_cam.cam import localization as loc  # noqa: PLC0415 (the baselines and masks live there)
-
     for images, labels in batches:
         images, labels = images.to(device), labels.to(device)
         batch = images.shape[0]
@@ -366,7 +377,10 @@ def _sanity(
                 "threshold": SANITY_THRESHOLD,
                 "cascade": curve,
             }
-            for column, key in (("sanity_spearman", "spearman_above"), ("sanity_spearman_all", "spearman_all")):
+            for column, key in (
+                ("sanity_spearman", "spearman_above"),
+                ("sanity_spearman_all", "spearman_all"),
+            ):
                 mean, low, high, n = bootstrap_ci(summary[key], resamples=resamples, seed=seed)
                 result.rows.append(
                     {
