@@ -140,12 +140,13 @@ def cam_plan(
     if cams.target not in TARGETS:
         raise ValueError(f"cams.target={cams.target!r}; expected one of {TARGETS}")
     indices = select_images(len(dataset), cams.num_images, int(cams.seed), split=split)
-    boxes = None
+    boxes = present = None
     if "localization" in metrics:
         paths = getattr(dataset, "paths", None)
         found = boxes_for(resolve_root(datamodule.root), paths) if paths is not None else None
         if found is not None:
-            boxes = map_boxes(found.subset(indices), module.preset)
+            chosen = found.subset(indices)
+            boxes, present = map_boxes(chosen, module.preset), chosen.present
     return {
         "methods": methods,
         "layers": layers,
@@ -153,6 +154,7 @@ def cam_plan(
         "target": cams.target,
         "indices": indices,
         "boxes": boxes,
+        "present": present,
         "dataset": dataset,
         "settings": cams,
     }
@@ -186,6 +188,7 @@ def run_cams(plan: dict[str, Any], module: ClassifierModule, datamodule: Any) ->
         target=plan["target"],
         metrics=plan["metrics"],
         boxes=plan["boxes"],
+        present=plan["present"],
         tolerance=cams.tolerance,
         sanity_images=int(cams.sanity_images),
         seed=int(cams.seed),

@@ -229,6 +229,7 @@ def score_cams(
     target: str = "label",
     metrics: Sequence[str] | None = None,
     boxes: tuple[Tensor, Tensor] | None = None,
+    present: Tensor | None = None,
     tolerance: float | None = None,
     sanity_images: int = 16,
     seed: int = 0,
@@ -237,7 +238,8 @@ def score_cams(
 ) -> CamScores:
     """Score every method × layer (and the baselines) on `batches` of (normalized images, labels) on the model's
     device, in order. `boxes`: (boxes (N, 4) in model-input pixels, kept (N,)) for the N images the batches yield,
-    in the same order, or None (localization is then skipped with a note). `tolerance`: the pointing game's, in
+    in the same order, or None (localization is then skipped with a note); `present` (N,) bool: which images
+    have a box at all, to tell them apart from boxes the crop cut away in the note. `tolerance`: the pointing game's, in
     pixels (default 15/224 of the input side). `target`: explain the true 'label' or the 'predicted' class."""
     if target not in TARGETS:
         raise ValueError(f"cams.target={target!r}; expected one of {TARGETS}")
@@ -312,8 +314,14 @@ def score_cams(
         raise ValueError("no images to score: the batches were empty")
     if boxes is not None and any(m.needs_boxes for m in per_map):
         dropped = int((~boxes[1]).sum())
+        missing = int((~present).sum()) if present is not None else None
+        why = (
+            f"{missing} without a box (e.g. clutter), {dropped - missing} with the box cropped away"
+            if missing is not None
+            else "no box, or the box cropped away entirely"
+        )
         result.notes.append(
-            f"localization: {dropped} of {start} images excluded (no box, or the box cropped away entirely); "
+            f"localization: {dropped} of {start} images excluded ({why}); "
             f"pointing-game tolerance {tol:.2f} px at {size[0]} px"
         )
     result.runtime = runtime
