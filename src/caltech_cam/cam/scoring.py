@@ -277,6 +277,10 @@ def score_cams(
         tol = loc.default_tolerance(size[0]) if tolerance is None else float(tolerance)
         masks = kept = None
         if boxes is not None:
+            if start + batch > boxes[0].shape[0]:
+                raise ValueError(
+                    f"{boxes[0].shape[0]} boxes for at least {start + batch} scored images; they must match one to one"
+                )
             kept = boxes[1][start : start + batch].to(device)
             masks = loc.box_masks(boxes[0][start : start + batch].to(device), size)
         start += batch
