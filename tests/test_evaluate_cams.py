@@ -208,5 +208,5 @@ def test_a_boxes_file_of_another_set_is_refused(
     shutil.copytree(synthetic_root, root)
     boxes = json.loads((root / "boxes.json").read_text())
     (root / "boxes.json").write_text(json.dumps({f"other/{k}": v for k, v in boxes.items()}))
-    with pytest.raises(ValueError, match="none of the .* image paths .* is in .*boxes.json"):
+    with pytest.raises(ValueError, match=r"none of the .* image paths .* is in .*boxes\.json"):
         _evaluate(resnet_checkpoint, root, tmp_path)
