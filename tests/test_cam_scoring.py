@@ -11,7 +11,8 @@ import torchvision
 
 from caltech_cam.cam import localization as loc
 from caltech_cam.cam.engine import compute_cams
-from caltech_cam.cam.metrics import deletion_auc
+from caltech_cam.cam.metrics import confidence_change, deletion_auc
+from caltech_cam.cam.road import road_scores
 from caltech_cam.cam.scoring import (
     METRICS,
     bootstrap_ci,
@@ -98,6 +99,31 @@ def test_scores_equal_direct_metric_calls(setup) -> None:
         in result.notes[0]
     )
     assert all(r["runtime_s"] >= 0 for r in result.rows) and result.runtime["engine"] > 0
+
+
+def test_confidence_and_road_equal_direct_calls(setup) -> None:
+    model, images, labels, _, _ = setup
+    result = score_cams(
+        model,
+        [(images, labels)],
+        methods=["gradcam"],
+        layers=["layer3"],
+        metrics=["confidence", "road"],
+        seed=5,
+    )
+    rows = {(r["method"], r["metric"]): r for r in result.rows}
+    maps = compute_cams(model, images, ["layer3"], targets=labels)["layer3"]
+    confidence = confidence_change(model, images, {"m": maps}, labels, reduce=False)["m"]
+    for column, values in confidence.items():
+        assert rows[("gradcam", column)]["mean"] == pytest.approx(values.mean().item(), abs=1e-5)
+    # The first map of the first chunk gets ROAD's noise generator fresh, seeded with seed + 1.
+    road = road_scores(model, images, maps, labels, generator=torch.Generator().manual_seed(6))
+    for column, values in road.items():
+        assert rows[("gradcam", column)]["mean"] == pytest.approx(values.mean().item(), abs=1e-5)
+    assert rows[("gradcam", "road")]["mean"] == pytest.approx(
+        (rows[("gradcam", "road_lerf")]["mean"] - rows[("gradcam", "road_morf")]["mean"]) / 2, abs=1e-6
+    )
+    assert {("centre", "road"), ("uniform", "average_drop")} <= set(rows)
 
 
 def test_without_boxes_localization_is_skipped_with_a_note_and_predicted_targets(setup) -> None:

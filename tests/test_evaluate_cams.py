@@ -87,9 +87,10 @@ def test_cli_writes_scores_and_classification_reports(
         f"cams.methods=[{','.join(METHODS)}]",
         f"cams.layers=[{','.join(LAYERS)}]",
         "cams.num_images=4",
+        # deletion/insertion are checked against direct calls in test_cam_scoring.py; here the rest.
+        "cams.metrics=[localization,confidence,road,sanity]",
         "cams.sanity_images=2",
         "cams.resamples=200",
-        "cams.metrics=[localization,deletion,sanity]",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -113,7 +114,7 @@ def test_cli_writes_scores_and_classification_reports(
     # Markdown: one table per layer, rows = methods then baselines, mean [CI] cells.
     for layer in LAYERS:
         assert f"### {layer}" in proc.stdout
-        row = rows[(layer, "gradcam", "deletion_auc")]
+        row = rows[(layer, "gradcam", "road")]
         assert "| gradcam | " in proc.stdout
         assert f"{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" in proc.stdout
         for method in [*METHODS, "uniform", "centre"]:
@@ -122,7 +123,7 @@ def test_cli_writes_scores_and_classification_reports(
                 + rows[(layer, method, "pointing_game")]["excluded"]
                 == 4
             )
-            assert rows[(layer, method, "deletion_auc")]["n"] == 4
+            assert rows[(layer, method, "average_drop")]["n"] == 4
             assert row["ci_low"] <= row["mean"] <= row["ci_high"]
     # Eigen-CAM ignores everything above its layer: flagged, rho exactly 1 (an identity of the cascade).
     assert scores["sanity"]["eigencam"]["layer3"]["flagged"] is True
@@ -130,6 +131,9 @@ def test_cli_writes_scores_and_classification_reports(
     assert "eigencam (sanity: flagged)" in proc.stdout
     assert list(scores["sanity"]["gradcam"]["layer4"]["cascade"])[:2] == ["fc", "layer4"]
     assert any(note.startswith("localization: ") for note in scores["notes"])
+    assert {"average_drop", "increase_in_confidence", "road_morf", "road_lerf", "road"} <= {
+        metric for _, _, metric in rows
+    }
     # CSV: the same numbers as the JSON.
     with (run / "cam_scores.csv").open() as handle:
         table = list(csv.DictReader(handle))
@@ -139,9 +143,7 @@ def test_cli_writes_scores_and_classification_reports(
     # TensorBoard: one run per layer x method with hparams and scalars; the confusion matrix as an image.
     session = EventAccumulator(str(run / "tensorboard" / "cams" / "layer3" / "gradcam"))
     session.Reload()
-    assert session.Scalars("cams/deletion_auc")[0].value == pytest.approx(
-        rows[("layer3", "gradcam", "deletion_auc")]["mean"]
-    )
+    assert session.Scalars("cams/road")[0].value == pytest.approx(rows[("layer3", "gradcam", "road")]["mean"])
     hparams = session.PluginTagToContent("hparams")
     assert any(b"gradcam" in content for content in hparams.values())
     top = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})

@@ -25,6 +25,7 @@ from caltech_cam.cam import localization as loc
 from caltech_cam.cam.engine import cams_from_capture, capture
 from caltech_cam.cam.methods import get_method
 from caltech_cam.cam.metrics import confidence_change, deletion_auc, insertion_auc
+from caltech_cam.cam.road import road_scores
 from caltech_cam.cam.sanity import SANITY_THRESHOLD, cascading_randomization_many, sanity_summary
 
 TARGETS = ("label", "predicted")
@@ -37,7 +38,8 @@ class MapBatch:
 
     `images` (B, C, H, W) normalized model input; `targets` (B,) the explained classes; `logits` (B, N) of the
     unmasked images; `maps` (B, H, W) in [0, 1]; `masks` (B, H, W) bool boxes in model-input pixels and `kept`
-    (B,) bool (False: no box, or cropped away) when the split has boxes, else None; `tolerance` in pixels.
+    (B,) bool (False: no box, or cropped away) when the split has boxes, else None; `tolerance` in pixels;
+    `generator` seeds any noise a metric draws.
     """
 
     model: nn.Module
@@ -49,6 +51,7 @@ class MapBatch:
     kept: Tensor | None
     tolerance: float
     chunk_size: int = 64
+    generator: torch.Generator | None = None  # for metrics that draw noise (ROAD's imputation), on the device
 
 
 @dataclass(frozen=True)
@@ -136,9 +139,14 @@ def insertion(batch: MapBatch) -> dict[str, Tensor]:
 @register_metric("road", {"road_morf": "lower", "road_lerf": "higher", "road": "higher"})
 def road(batch: MapBatch) -> dict[str, Tensor]:
     """ROAD (Rong et al., ICML 2022): MoRF, LeRF and (LeRF − MoRF)/2 with noisy linear imputation (road.py)."""
-    from caltech_cam.cam.road import road_scores
-
-    return road_scores(batch.model, batch.images, batch.maps, batch.targets, chunk_size=batch.chunk_size)
+    return road_scores(
+        batch.model,
+        batch.images,
+        batch.maps,
+        batch.targets,
+        chunk_size=batch.chunk_size,
+        generator=batch.generator,
+    )
 
 
 def check_metrics(metrics: Sequence[str] | None) -> list[str]:
@@ -269,6 +277,7 @@ def score_cams(
     runtime = {"engine": 0.0, "maps": 0.0}
     sanity_batch: list[tuple[Tensor, Tensor]] = []
     generator = torch.Generator(device=device).manual_seed(seed)
+    noise = torch.Generator(device=device).manual_seed(seed + 1)
     start, size = 0, None
     for images, labels in batches:
         images, labels = images.to(device), labels.to(device)
@@ -304,7 +313,7 @@ def score_cams(
         ):
             maps[(name, "*")] = baseline
         for (row, layer), m in maps.items():
-            view = MapBatch(model, images, seen.targets, seen.logits, m, masks, kept, tol, chunk_size)
+            view = MapBatch(model, images, seen.targets, seen.logits, m, masks, kept, tol, chunk_size, noise)
             for metric in per_map:
                 t0 = time.perf_counter()
                 out = metric.fn(view)
