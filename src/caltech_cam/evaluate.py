@@ -14,6 +14,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
+from torch.utils.tensorboard import SummaryWriter
 
 from caltech_cam.build import build_trainer, numbers, prepared_datamodule, training_run_dir, write_results
 from caltech_cam.cam.localization import map_boxes
@@ -95,20 +96,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "metrics": numbers(scores[0]),
         "data": datamodule.summary(),
     }
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(log_dir=str(output_dir / "tensorboard")) as writer:
-        if trainer.world_size == 1:
-            logits, labels = collector.collected()
-            report = class_report(logits, labels, module.class_names)
-            result["classification"] = write_classification(report, output_dir, writer)
-        else:
-            log.warning(
-                "Classification reports skipped: they need a single-process evaluate (trainer.devices=1); "
-                "this run has %d processes.",
-                trainer.world_size,
-            )
-    if plan is not None:
+    if trainer.is_global_zero:
+        write_reports(result, collector, module, trainer.world_size, output_dir)
+    if plan is not None and trainer.is_global_zero:
         cams = run_cams(plan, module, datamodule)
         tables = write_cam_scores(
             cams,
@@ -125,6 +115,28 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         result["cams"] = {"file": str(output_dir / "cam_scores.json"), "notes": cams.notes}
     write_results(result, output_dir, stages=("metrics",))
     return result
+
+
+def write_reports(
+    result: dict[str, Any],
+    collector: LogitCollector,
+    module: ClassifierModule,
+    processes: int,
+    output_dir: Path,
+) -> None:
+    """The classification reports of the pass `collector` saw, into `output_dir` and its tensorboard/."""
+    if processes > 1:
+        log.warning(
+            "Classification reports skipped: they need every image's logits in one process (trainer.devices=1); "
+            "this run has %d processes.",
+            processes,
+        )
+        return
+    logits, labels = collector.collected()
+    with SummaryWriter(log_dir=str(output_dir / "tensorboard")) as writer:
+        result["classification"] = write_classification(
+            class_report(logits, labels, module.class_names), output_dir, writer
+        )
 
 
 def cam_plan(
