@@ -84,10 +84,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     plan = cam_plan(cfg.cams, module, datamodule, dataset, cfg.split) if cfg.get("cams") else None
     collector = LogitCollector()
     trainer = build_trainer(trained, callbacks=[collector], loggers=[])
+    # datamodule=, not its loaders: its on_after_batch_transfer finishes data.cache=uint8 batches on the device.
     if cfg.split == "test":
-        scores = trainer.test(module, dataloaders=datamodule.test_dataloader())
+        scores = trainer.test(module, datamodule=datamodule)
     else:
-        scores = trainer.validate(module, dataloaders=datamodule.val_dataloader())
+        scores = trainer.validate(module, datamodule=datamodule)
     output_dir = Path(cfg.paths.output_dir)
     result = {
         "checkpoint": str(ckpt),
