@@ -256,7 +256,7 @@ def road_curve(
     counts = torch.tensor(removal_counts(fractions, height * width), device=images.device)
     wanted = check_targets(targets, batch)
     # Rank 0 = first removed; stable sorts break ties in raster order for both orders.
-    flat = saliency.flatten(1)
+    flat = saliency.to(images.device).flatten(1)
     order_ = flat.argsort(dim=1, descending=order == "morf", stable=True)
     ranks = torch.empty_like(order_).scatter_(
         1, order_, torch.arange(order_.shape[1], device=order_.device).expand_as(order_)
