@@ -197,9 +197,13 @@ def test_bad_cam_settings_fail_before_the_split_runs(
     with pytest.raises(
         ValueError, match=re.escape("unknown layer 'layer5'; the model's CAM layers are ['layer1'")
     ):
-        _evaluate(resnet_checkpoint, synthetic_root, tmp_path, "cams.layers=[layer5]")
+        _evaluate(resnet_checkpoint, synthetic_root, tmp_path, "cams.layers=layer5")  # one name, not a list
     with pytest.raises(ValueError, match=r"cams.num_images=500 but the test split has only \d+ images"):
         _evaluate(resnet_checkpoint, synthetic_root, tmp_path, "cams.num_images=500")
+    with pytest.raises(ValueError, match=re.escape("cams.tolerance=-1; expected pixels >= 0")):
+        _evaluate(resnet_checkpoint, synthetic_root, tmp_path, "cams.tolerance=-1")
+    with pytest.raises(ValueError, match=re.escape("unknown CAM metric 'roads'; choose from localization")):
+        _evaluate(resnet_checkpoint, synthetic_root, tmp_path, "cams.metrics=roads")
     assert not (tmp_path / "run" / "metrics.json").exists()  # refused before any work
 
 
