@@ -87,13 +87,13 @@ def check_epoch_identities(scalars: dict[str, dict[int, float]]) -> None:
     assert (
         sorted(scalars[FRACTION_TAG])
         == sorted(scalars[THROUGHPUT_TAG])
-        == [BATCHES * (e + 1) for e in range(EPOCHS)]
+        == [BATCHES * (e + 1) - 1 for e in range(EPOCHS)]
     )
     for epoch in range(EPOCHS):
         steps = range(epoch * BATCHES + SKIP, (epoch + 1) * BATCHES)
         wait = sum(scalars[WAIT_TAG][s] for s in steps)
         total = wait + sum(scalars[COMPUTE_TAG][s] for s in steps)
-        end = BATCHES * (epoch + 1)
+        end = BATCHES * (epoch + 1) - 1
         assert math.isclose(scalars[FRACTION_TAG][end], wait / total, rel_tol=1e-5)
         assert math.isclose(scalars[THROUGHPUT_TAG][end], len(steps) * BATCH / total, rel_tol=1e-5)
 

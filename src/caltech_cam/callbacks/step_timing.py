@@ -154,7 +154,10 @@ class StepTimer(L.Callback):
             return
         fraction = self._wait_sum / total
         images_per_s = self._images / total
-        self._log(trainer, {FRACTION_TAG: fraction, THROUGHPUT_TAG: images_per_s}, trainer.global_step)
+        # At the epoch's last batch, where Lightning files its own epoch-end scalars.
+        self._log(
+            trainer, {FRACTION_TAG: fraction, THROUGHPUT_TAG: images_per_s}, max(trainer.global_step - 1, 0)
+        )
         if fraction > self.hint_threshold and not self._hinted:
             workers = getattr(trainer.train_dataloader, "num_workers", "?")
             log.warning(
