@@ -4,12 +4,14 @@
 #   bash benchmarks/gpu_check.sh              # one CUDA GPU: trainer=gpu (bf16-mixed, channels_last, GradCAMLogger on)
 #   bash benchmarks/gpu_check.sh --dry-run    # the same steps on the CPU at tiny sizes (checks the script, ~4 min)
 #
-# Steps, each a real run from this checkout (src/ first on PYTHONPATH), each capped by `timeout`:
-#   1. train experiment=demo trainer=gpu                           (64 px, decode path)
+# Steps, most important first, each a real run from this checkout (src/ first on PYTHONPATH), each capped by
+# `timeout` and all of them by one time budget (GPU_CHECK_BUDGET seconds, 450 on a GPU: the check ends within 8
+# minutes; a step the budget no longer allows is skipped with a line saying so):
+#   1. train experiment=demo trainer=gpu                           (64 px, decode path; 2 epochs)
 #   2. the same with data.cache=uint8                              (uint8 cache + augmentation on the device)
 #   3. the same at the study's 256 px: decode path, cached, cached + model.compile=true
-#   4. benchmarks/bench_data.py on the device (decode vs cached loaders against each backbone's training step)
-#   5. benchmarks/bench_cam.py on the device (four stage maps: ours vs pytorch-grad-cam, captum and the floor)
+#   4. benchmarks/bench_cam.py on the device (four stage maps: ours vs pytorch-grad-cam, captum and the floor)
+#   5. benchmarks/bench_data.py on the device (decode vs cached loaders against each backbone's training step)
 # then prints one summary: images/s and data-bound fraction per run (the StepTimer's timing/* scalars of the last
 # epoch, read from the runs' TensorBoard files), bench_data's ratios and the CAM ratios. A step whose key or script
 # is not in this checkout yet (data.cache, bench_data.py) is skipped with a line saying so.
@@ -43,6 +45,7 @@ else
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
 fi
 LOG="$WORK/log.txt"
+START=$SECONDS
 export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 # Compiler and library caches inside the check's folder: the machine's own caches stay as they were.
@@ -59,6 +62,13 @@ FAILED=()
 step() {
     local name=$1 limit=$2
     shift 2
+    local left=$((BUDGET - (SECONDS - START)))
+    if ((left < 30)); then
+        say "SKIP step $name: ${left} s of the ${BUDGET} s budget left"
+        FAILED+=("$name (no time left)")
+        return
+    fi
+    if ((limit > left)); then limit=$left; fi
     say "step $name (at most ${limit} s): $*"
     mkdir -p "$WORK/steps"
     local status=0
@@ -107,14 +117,19 @@ if ((DRY_RUN)); then
         callbacks.grad_cam.num_images=4 model.compile_backend=aot_eager)
     LARGE=(data.resize=64 data.crop=null)
     TRAIN_LIMIT=300
+    COMPILE_LIMIT=300
+    BUDGET=${GPU_CHECK_BUDGET:-1200}
     BENCH_DATA=(--images 48 --resize 64 --presets resnet --workers 1 --per-core-images 24 --batch 8
         --models resnet50 --model-steps 1 --device cpu --threads 1)
     BENCH_CAM=(--device cpu --batch 2 --size 64 --repeats 1 --threads 1)
 else
-    COMMON=(trainer=gpu trainer.max_epochs=3 data.num_workers=8)
+    # 2 epochs: the first holds the warm-up (workers, cuDNN autotuning, compilation), the second is measured.
+    COMMON=(trainer=gpu trainer.max_epochs=2 data.num_workers=8)
     LARGE=(data.resize=256 data.crop=null)
-    TRAIN_LIMIT=240
-    BENCH_DATA=(--images 1000 --device cuda --model-steps 10)
+    TRAIN_LIMIT=90
+    COMPILE_LIMIT=200  # inductor: training, evaluation and the last (smaller) validation batch's graphs
+    BUDGET=${GPU_CHECK_BUDGET:-450}
+    BENCH_DATA=(--images 600 --models resnet50 inception_v3 --device cuda --model-steps 10)
     BENCH_CAM=(--device cuda --repeats 5)
 fi
 CACHE=(data.cache=uint8)
@@ -122,39 +137,40 @@ if ((!HAS_CACHE)); then
     say "SKIP the cached runs: this checkout's CaltechDataModule has no data.cache (the uint8 cache is not merged)"
 fi
 
-train() { # train NAME OVERRIDES...
-    local name=$1
-    shift
-    step "$name" "$TRAIN_LIMIT" "$PY" -m caltech_cam.train experiment=demo test=false "${COMMON[@]}" "$@" \
+train() { # train NAME LIMIT OVERRIDES...
+    local name=$1 limit=$2
+    shift 2
+    step "$name" "$limit" "$PY" -m caltech_cam.train experiment=demo test=false "${COMMON[@]}" "$@" \
         "hydra.run.dir=$WORK/runs/$name"
 }
 
 # ------------------------------------------------------------------------------------------------ the runs
-train demo_decode
+train demo_decode "$TRAIN_LIMIT"
 if ((HAS_CACHE)); then
-    train demo_cached "${CACHE[@]}"
+    train demo_cached "$TRAIN_LIMIT" "${CACHE[@]}"
 fi
-train large_decode "${LARGE[@]}"
+train large_decode "$TRAIN_LIMIT" "${LARGE[@]}"
 if ((HAS_CACHE)); then
-    train large_cached "${LARGE[@]}" "${CACHE[@]}"
-    train large_cached_compiled "${LARGE[@]}" "${CACHE[@]}" model.compile=true
+    train large_cached "$TRAIN_LIMIT" "${LARGE[@]}" "${CACHE[@]}"
+    train large_cached_compiled "$COMPILE_LIMIT" "${LARGE[@]}" "${CACHE[@]}" model.compile=true
 else
-    train large_decode_compiled "${LARGE[@]}" model.compile=true
+    train large_decode_compiled "$COMPILE_LIMIT" "${LARGE[@]}" model.compile=true
 fi
 
+if $PY -c 'import pytorch_grad_cam, captum' 2>/dev/null; then
+    step bench_cam 90 "$PY" "$REPO/benchmarks/bench_cam.py" "${BENCH_CAM[@]}"
+else
+    say "SKIP bench_cam: it needs pytorch-grad-cam and captum (pip install -e \".[bench]\")"
+fi
 if [[ -f "$REPO/benchmarks/bench_data.py" ]]; then
     step bench_data 300 "$PY" "$REPO/benchmarks/bench_data.py" --root "$WORK/bench_data" "${BENCH_DATA[@]}"
 else
     say "SKIP bench_data: benchmarks/bench_data.py is not in this checkout (the data-path benchmark is not merged)"
 fi
-if $PY -c 'import pytorch_grad_cam, captum' 2>/dev/null; then
-    step bench_cam 180 "$PY" "$REPO/benchmarks/bench_cam.py" "${BENCH_CAM[@]}"
-else
-    say "SKIP bench_cam: it needs pytorch-grad-cam and captum (pip install -e \".[bench]\")"
-fi
 
 # ------------------------------------------------------------------------------------------------ summary
 FAILED_LIST=$(printf '%s\n' "${FAILED[@]+"${FAILED[@]}"}")
+say "all steps done in $((SECONDS - START)) s"
 export FAILED_LIST WORK DRY_RUN
 $PY - <<'EOF' | tee "$WORK/summary.txt" | tee -a "$LOG"
 """One block: the StepTimer's last-epoch numbers per run, bench_data's and bench_cam's ratio lines."""

@@ -63,3 +63,14 @@ def test_dry_run_runs_every_step_and_prints_one_summary(tmp_path):
     assert "failed steps: none" in summary
     written = {p.name for p in folder.iterdir()}
     assert {"log.txt", "summary.txt", "runs", "steps", "data"} <= written
+
+
+@pytest.mark.slow  # a few Python start-ups (~30 s)
+def test_a_spent_time_budget_skips_every_step_and_says_so(tmp_path):
+    folder = tmp_path / "check"
+    proc = run("--dry-run", env={"GPU_CHECK_DIR": str(folder), "GPU_CHECK_BUDGET": "0"}, timeout=300)
+    assert proc.returncode == 1, "an incomplete check is not a pass"
+    skipped = re.findall(r"SKIP step (\w+): -?\d+ s of the 0 s budget left", proc.stdout)
+    assert skipped[:2] == ["demo_decode", "large_decode"] or skipped[:2] == ["demo_decode", "demo_cached"]
+    assert not (folder / "runs").exists(), "no run started"
+    assert "failed steps: demo_decode (no time left)" in (folder / "summary.txt").read_text()
