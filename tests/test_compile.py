@@ -96,13 +96,13 @@ def test_compiled_module_matches_eager_and_keeps_names_keys_and_hooks(tmp_path, 
     for layer, values in maps_eager.items():
         torch.testing.assert_close(maps_compiled[layer], values, msg=layer)
 
-    # The checkpoint loads into a module without compile, and `load_classifier` + explain never compile.
+    # The checkpoint loads into a module without compile; `load_classifier` (evaluate, explain) runs it eagerly.
+    assert ckpt_compiled["hyper_parameters"]["compile"] is True
     plain = ClassifierModule("resnet50", len(CLASSES), CLASSES, preset=PRESET, scheduler={})
     plain.load_state_dict(ckpt_compiled["state_dict"])
     loaded = load_classifier(tmp_path / "compiled.ckpt")
-    assert loaded.hparams.compile is True
-    Explainer.of(loaded).explain(inputs)
-    assert "_compiled" not in loaded.__dict__
+    assert loaded.hparams.compile is False and loaded.network is loaded.model
+    torch.testing.assert_close(Explainer.of(loaded).explain(inputs).maps, maps_compiled)
 
 
 def test_bad_compile_options_are_refused_by_name():

@@ -346,7 +346,9 @@ def upgrade_hparams(hparams: Mapping[str, Any], source: str = "checkpoint") -> d
 def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> ClassifierModule:
     """A trained `ClassifierModule` from a `train` checkpoint, in eval mode (pretrained weights are not re-fetched).
 
-    Checkpoints from older releases load too: their hyperparameters are mapped by `upgrade_hparams`.
+    Checkpoints from older releases load too: their hyperparameters are mapped by `upgrade_hparams`. The module
+    runs eagerly whatever `compile` the run trained with: evaluating or explaining is a pass or two, which
+    compiling (minutes on a CPU) would cost more than it saves.
     """
     path = Path(ckpt_path)
     if not path.is_file():
@@ -362,6 +364,6 @@ def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "c
             "expected 'hyper_parameters' and 'state_dict')."
         )
     hparams = upgrade_hparams(checkpoint["hyper_parameters"], source=str(path))
-    module = ClassifierModule(**{**hparams, "pretrained": False, "weights_path": None})
+    module = ClassifierModule(**{**hparams, "pretrained": False, "weights_path": None, "compile": False})
     module.load_state_dict(checkpoint["state_dict"])
     return module.to(map_location).eval()

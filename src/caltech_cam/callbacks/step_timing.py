@@ -101,6 +101,7 @@ class StepTimer(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pending.clear()
+        self._start = None  # a batch skipped by on_train_batch_start returning -1 never ended
         self._batch_in_epoch = 0
         self._wait_sum = self._compute_sum = 0.0
         self._images = 0
