@@ -71,8 +71,9 @@ step() {
     if ((limit > left)); then limit=$left; fi
     say "step $name (at most ${limit} s): $*"
     mkdir -p "$WORK/steps"
-    local status=0
+    local status=0 began=$SECONDS
     timeout --kill-after=20 "$limit" "$@" >"$WORK/steps/$name.txt" 2>&1 || status=$?
+    echo $((SECONDS - began)) >"$WORK/steps/$name.seconds"
     cat "$WORK/steps/$name.txt" >>"$LOG"
     if ((status == 124 || status == 137)); then
         say "step $name TIMED OUT after ${limit} s"
@@ -183,7 +184,7 @@ work = Path(os.environ["WORK"])
 mode = "DRY RUN on CPU (tiny sizes: checks the steps, measures nothing)" if os.environ["DRY_RUN"] == "1" else "GPU"
 print(f"==================== gpu_check summary ({mode}) ====================")
 print(f"folder: {work}")
-print(f"{'run':<24}{'images/s':>10}{'data-bound':>12}{'val/acc_top1':>14}   (last epoch, StepTimer timing/*)")
+print(f"{'run':<24}{'images/s':>10}{'data-bound':>12}{'val/acc_top1':>14}{'wall s':>8}   (last epoch; wall: the process)")
 for run in sorted(p for p in (work / "runs").glob("*") if p.is_dir()):
     values = {}
     for file in sorted(run.rglob("events.out.tfevents.*")):
@@ -197,6 +198,8 @@ for run in sorted(p for p in (work / "runs").glob("*") if p.is_dir()):
         f"{values['timing/data_bound_fraction']:>12.2f}" if "timing/data_bound_fraction" in values else f"{'-':>12}",
         f"{values['val/acc_top1']:>14.3f}" if "val/acc_top1" in values else f"{'-':>14}",
     ]
+    seconds = work / "steps" / f"{run.name}.seconds"
+    cells.append(f"{seconds.read_text().strip() if seconds.is_file() else '-':>8}")
     print(f"{run.name:<24}{''.join(cells)}")
 hints = [line for line in (work / "log.txt").read_text().splitlines() if "Training is data-bound" in line]
 print(f"data-bound hints logged: {len(hints)} (one per run at most)")

@@ -50,10 +50,11 @@ def test_dry_run_runs_every_step_and_prints_one_summary(tmp_path):
     if not has_cache:
         assert "SKIP the cached runs" in proc.stdout
     for name in runs:
-        row = re.search(rf"^{name}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", summary, re.M)
+        row = re.search(rf"^{name}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)$", summary, re.M)
         assert row, f"no numbers for {name} in:\n{summary}"
-        images_per_s, fraction, accuracy = map(float, row.groups())
+        images_per_s, fraction, accuracy, wall = map(float, row.groups())
         assert images_per_s > 0 and 0 <= fraction <= 1 and 0 <= accuracy <= 1
+        assert wall == float((folder / "steps" / f"{name}.seconds").read_text())
     # The CAM ratios come from bench_cam; bench_data's lines when the script is in this checkout.
     assert re.search(r"caltech_cam / pytorch-grad-cam = [\d.]+", summary)
     if (SCRIPT.parent / "bench_data.py").is_file():
