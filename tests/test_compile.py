@@ -6,6 +6,7 @@ backend: the same Dynamo capture and AOTAutograd graphs as inductor, without its
 
 from __future__ import annotations
 
+import copy
 import io
 from pathlib import Path
 
@@ -71,6 +72,9 @@ def test_compiled_module_matches_eager_and_keeps_names_keys_and_hooks(tmp_path, 
         fit_one_step(compiled, inputs, labels, tmp_path / "compiled.ckpt"), weights_only=True
     )
     assert "_compiled" in compiled.__dict__, "the step ran through the compiled handle"
+    # Copies (deepcopy, ddp_spawn's pickling) leave compiled code behind and build their own handle on first use.
+    clone = copy.deepcopy(compiled)
+    assert "_compiled" not in clone.__dict__ and clone.network._orig_mod is clone.model
     assert list(ckpt_compiled["state_dict"]) == list(ckpt_eager["state_dict"])
     initial = small(compile=False).state_dict()
     moved = 0
