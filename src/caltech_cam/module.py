@@ -81,6 +81,9 @@ class ClassifierModule(L.LightningModule):
     (`DEFAULT_OPTIMIZER`, `DEFAULT_SCHEDULER`) and `scheduler={}` keeps the learning rate constant.
     `options` are the backbone's architecture options (`ModelSpec.options`, e.g. my_inception_v3's block and
     batch_norm); None or missing keys take the registered defaults, and they are recorded whole.
+    `compile=True` runs the training/evaluation forward through `torch.compile(self.model, mode=compile_mode,
+    backend=compile_backend)`, a handle kept outside the module tree: `.model` stays the original module, so layer
+    names, hooks (the CAM engine runs it eagerly), state-dict and checkpoint keys are those of an eager run.
     """
 
     def __init__(
@@ -98,6 +101,9 @@ class ClassifierModule(L.LightningModule):
         label_smoothing: float = 0.0,
         aux_weight: float = 0.4,
         channels_last: bool | str = "auto",
+        compile: bool = False,
+        compile_mode: str = "default",
+        compile_backend: str = "inductor",
         monitor: str = "val/acc_top1",
         options: dict[str, Any] | None = None,
     ) -> None:
@@ -109,6 +115,7 @@ class ClassifierModule(L.LightningModule):
             raise ValueError(f"num_classes={num_classes} but {len(class_names)} class names were given.")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+        check_compile_options(compile, compile_mode, compile_backend)
         preset = resolved.as_dict()  # what save_hyperparameters records
         options = spec.resolve_options(options)
         self.save_hyperparameters()
@@ -135,8 +142,31 @@ class ClassifierModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------------- forward / loss
     def forward(self, x: Tensor) -> Tensor:
-        logits, _ = split_outputs(self.model(x))
+        logits, _ = split_outputs(self.network(x))
         return logits
+
+    @property
+    def network(self) -> nn.Module:
+        """What the steps call: `.model` itself, or with `compile=True` its `torch.compile` handle (built on first
+        use). The handle lives in `__dict__`, not among the submodules: no `_orig_mod.` in names or state-dict
+        keys, and `.model` can still be run eagerly with hooks (a hook on compiled code breaks its graph)."""
+        if not self.hparams.compile:
+            return self.model
+        compiled = self.__dict__.get("_compiled")
+        if compiled is None or compiled._orig_mod is not self.model:
+            compiled = torch.compile(
+                self.model, mode=self.hparams.compile_mode, backend=self.hparams.compile_backend
+            )
+            self.__dict__["_compiled"] = (
+                compiled  # bypasses nn.Module.__setattr__: not a registered submodule
+            )
+        return compiled
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Compiled code does not pickle (ddp_spawn, deepcopy); each copy compiles its own on first use.
+        state = super().__getstate__()
+        state.pop("_compiled", None)
+        return state
 
     def _use_channels_last(self) -> bool:
         flag = self.hparams.channels_last
@@ -150,7 +180,7 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         if self._use_channels_last():
             x = x.contiguous(memory_format=torch.channels_last)
-        logits, aux = split_outputs(self.model(x))
+        logits, aux = split_outputs(self.network(x))
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         if aux is not None:
             # InceptionV3's auxiliary classifier (Szegedy et al. 2016): loss = main + 0.4 * aux.
@@ -256,6 +286,24 @@ class ClassifierModule(L.LightningModule):
                 p.grad = None
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_compile_options(enabled: bool, mode: str, backend: str) -> None:
+    """Refuse an unknown `torch.compile` mode or backend when the module is built, not at the first step."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(
+            f"model.compile_mode={mode!r} is not a torch.compile mode; expected one of {COMPILE_MODES}."
+        )
+    if not enabled:
+        return  # listing the backends imports torch._dynamo: only worth it when it will be used
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in backends:
+        raise ValueError(
+            f"model.compile_backend={backend!r} is not a torch.compile backend; expected one of {backends}."
+        )
+
+
 def upgrade_hparams(hparams: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Any]:
     """Hyperparameters of an older checkpoint in today's layout, with a FutureWarning naming what was mapped.
 
@@ -298,7 +346,9 @@ def upgrade_hparams(hparams: Mapping[str, Any], source: str = "checkpoint") -> d
 def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> ClassifierModule:
     """A trained `ClassifierModule` from a `train` checkpoint, in eval mode (pretrained weights are not re-fetched).
 
-    Checkpoints from older releases load too: their hyperparameters are mapped by `upgrade_hparams`.
+    Checkpoints from older releases load too: their hyperparameters are mapped by `upgrade_hparams`. The module
+    runs eagerly whatever `compile` the run trained with: evaluating or explaining is a pass or two, which
+    compiling (minutes on a CPU) would cost more than it saves.
     """
     path = Path(ckpt_path)
     if not path.is_file():
@@ -314,6 +364,6 @@ def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "c
             "expected 'hyper_parameters' and 'state_dict')."
         )
     hparams = upgrade_hparams(checkpoint["hyper_parameters"], source=str(path))
-    module = ClassifierModule(**{**hparams, "pretrained": False, "weights_path": None})
+    module = ClassifierModule(**{**hparams, "pretrained": False, "weights_path": None, "compile": False})
     module.load_state_dict(checkpoint["state_dict"])
     return module.to(map_location).eval()
