@@ -155,6 +155,8 @@ def test_the_dataset_pickles_small_and_loads_in_workers(synthetic_root, tmp_path
     # Zero-copy: an item is a view into the one mapped file.
     assert dataset[1][0].untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
     serial = [x for x, _ in DataLoader(dataset, batch_size=8)]
+    # Unpickled above, the copy mapped the file itself (what a spawned worker or ddp_spawn rank does); spawn
+    # workers would add ~30 s of imports here, so the loader test uses the default (fork) workers.
     parallel = [x for x, _ in DataLoader(dataset, batch_size=8, num_workers=2)]
     assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True)) and len(serial) > 1
 
