@@ -8,6 +8,7 @@ import logging
 import pickle
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -75,6 +76,18 @@ def test_training_crops_are_per_image_windows_of_the_cached_image(synthetic_root
     found = [next((k for k, w in windows.items() if torch.equal(w, o)), None) for o in out]
     assert None not in found  # each training input is an exact (possibly mirrored) window of the cached image
     assert len(set(found)) > 1  # drawn per image, not one crop for the batch
+
+
+def test_the_hook_follows_the_trainers_stage(synthetic_root, tmp_path, one_thread):
+    dm = datamodule(synthetic_root, tmp_path / "cache", "inception", cache="uint8")
+    batch = (dm.val_dataset[0][0].expand(4, -1, -1, -1).contiguous(), torch.arange(4))
+    dm.trainer = SimpleNamespace(training=False, global_rank=0)
+    images, labels = dm.on_after_batch_transfer(batch, 0)
+    assert torch.equal(images, dm.finish_batch(batch[0][:1], train=False).expand(4, -1, -1, -1))
+    assert labels is batch[1]
+    dm.trainer = SimpleNamespace(training=True, global_rank=0)
+    images, _ = dm.on_after_batch_transfer(batch, 0)
+    assert len({tuple(x.flatten()[:8].tolist()) for x in images}) > 1  # random crops, drawn per image
 
 
 def test_a_rewritten_file_rebuilds_the_cache_with_a_message(root_copy, tmp_path, caplog, one_thread):

@@ -89,12 +89,12 @@ class CacheIndex:
         """The index at ``path``, or ``None`` when there is none (or it is not one of ours)."""
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(raw, dict) or raw.get("format") != _FORMAT:
-            return None
-        entries = {path: sha1 for path, sha1 in raw["entries"]}
-        return cls(raw["root"], int(raw["size"]), raw["torchvision"], raw["data"], entries)
+            if raw.get("format") != _FORMAT:
+                return None
+            entries = {str(p): str(sha1) for p, sha1 in raw["entries"]}
+            return cls(str(raw["root"]), int(raw["size"]), str(raw["torchvision"]), str(raw["data"]), entries)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # unreadable or foreign: treated as absent, so it is rebuilt (never read)
 
     def write(self, path: Path) -> None:
         body = {
