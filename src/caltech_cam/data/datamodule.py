@@ -225,6 +225,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
             max_pixels=self.max_pixels,
         )
         if self.cache is not None:
+            enforce_policy(index, self._checks, self.bad_images)  # data.bad_images=error stops before the build
             ensure_cache(
                 index,
                 self._checks,
