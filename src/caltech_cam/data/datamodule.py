@@ -225,7 +225,8 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
             max_pixels=self.max_pixels,
         )
         if self.cache is not None:
-            enforce_policy(index, self._checks, self.bad_images)  # data.bad_images=error stops before the build
+            # data.bad_images=error stops here, before minutes of building, not in setup after it.
+            enforce_policy(index, self._checks, self.bad_images)
             ensure_cache(
                 index,
                 self._checks,
