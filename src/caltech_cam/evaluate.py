@@ -60,11 +60,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"but the checkpoint was trained on {len(module.class_names)}: {module.class_names[:5]}..."
         )
     trainer = build_trainer(trained, callbacks=[], loggers=[])
-    # datamodule=, not its loaders: its on_after_batch_transfer finishes data.cache=uint8 batches on the device.
     if cfg.split == "test":
-        scores = trainer.test(module, datamodule=datamodule)
+        scores = trainer.test(module, dataloaders=datamodule.test_dataloader())
     else:
-        scores = trainer.validate(module, datamodule=datamodule)
+        scores = trainer.validate(module, dataloaders=datamodule.val_dataloader())
     result = {
         "checkpoint": str(ckpt),
         "split": cfg.split,
