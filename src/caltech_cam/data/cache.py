@@ -151,6 +151,8 @@ def ensure_cache(
     why = staleness(old, wanted, size)
     if why is None:
         return where
+    if old is None and (others := _other_sizes(where)):
+        why += f" at {size} px (this root's cache at {', '.join(map(str, others))} px is kept)"
     # A first build is news; a rebuild replaces data someone may expect to be reused: say why, louder.
     log.log(
         logging.INFO if old is None else logging.WARNING,
@@ -174,16 +176,16 @@ def ensure_cache(
     try:
         with os.fdopen(fd, "wb") as fh:
             for image in _track(images, len(wanted), progress, size):
-                fh.write(image.numpy().tobytes())
+                fh.write(memoryview(image.numpy()))
         os.chmod(tmp, 0o644)
         os.replace(tmp, folder / new.data)  # data before index: the index never names a torn file
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     new.write(where)
-    for old in folder.glob(f"{where.stem}-*.bin"):  # older content of this root and size
-        if old.name != new.data:
-            old.unlink(missing_ok=True)  # a reader still mapping it keeps its pages (POSIX)
+    for stale in folder.glob(f"{where.stem}-*.bin"):  # older content of this root and size
+        if stale.name != new.data:
+            stale.unlink(missing_ok=True)  # a reader still mapping it keeps its pages (POSIX)
     log.info("uint8 cache %s: %d images, %.2f GB", folder / new.data, len(wanted), new.nbytes / 1e9)
     return where
 
@@ -268,6 +270,13 @@ class CachedDataset(Dataset):
     def raw(self, i: int) -> Tensor:
         """The cached image: uint8 RGB (3, R, R), already resized (not the file's own size)."""
         return self.images[self.rows[i]]
+
+
+def _other_sizes(where: Path) -> list[int]:
+    """The sizes of the other caches of the root whose index is ``where`` (``uint8-<key>-<size>.json``)."""
+    key = where.stem.rsplit("-", 1)[0]
+    sizes = (p.stem.rsplit("-", 1)[1] for p in where.parent.glob(f"{key}-*.json") if p != where)
+    return sorted(int(s) for s in sizes if s.isdigit())
 
 
 def _check_free_space(folder: Path, needed: int) -> None:
