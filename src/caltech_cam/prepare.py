@@ -3,7 +3,8 @@ configured dataset: everything a run needs from the network or from a full pass 
 any (possibly offline, possibly many-rank) training job starts.
 
 Writes ``split_manifest.csv`` (reusable as ``data.split_file=...``) and ``data_summary.json`` into the run
-directory. Exits non-zero when ``data.bad_images=error`` meets an undecodable file (Hydra reports the error).
+directory. With ``data.cache=uint8`` it also builds the uint8 cache at the preset's resize (``data.resize``, else
+256; pass the size training will use, e.g. ``data.resize=64`` for the demo) and prints where it is. Exits non-zero when ``data.bad_images=error`` meets an undecodable file (Hydra reports the error).
 ``weights=[resnet50,inception_v3]`` puts those models' ImageNet weights into the torch hub cache; ``~data``
 skips the data.
 """
@@ -39,6 +40,8 @@ def main(cfg: DictConfig) -> None:
     datamodule.setup()
     summary = datamodule.summary()
     print(format_summary(summary))
+    if summary.get("cache"):
+        print(f"uint8 cache ({datamodule.preset.resize} px): {summary['cache']}")
     if datamodule.output_dir is not None:
         out = Path(datamodule.output_dir) / "data_summary.json"
         out.write_text(json.dumps(summary, indent=2))

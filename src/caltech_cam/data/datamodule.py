@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from caltech_cam.config import plain
+from caltech_cam.data.cache import CachedDataset, cache_folder, check_cache_mode, ensure_cache, open_cache
 from caltech_cam.data.check import (
     FileCheck,
     cache_file_for,
@@ -21,6 +22,7 @@ from caltech_cam.data.check import (
     load_checks,
 )
 from caltech_cam.data.decode import MAX_PIXELS, load_rgb
+from caltech_cam.data.device_aug import finish_preset
 from caltech_cam.data.download import download_caltech256, download_folder
 from caltech_cam.data.index import (
     ClassFolders,
@@ -99,6 +101,10 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
       verdict is a :class:`DataNotPreparedError`), applies ``bad_images``, finds near-duplicates from the cached
       perceptual hashes (``near_duplicates``), builds the split (deterministic from ``seed`` and the files, or
       ``split_file``) and the datasets; global rank 0 writes ``split_manifest.csv`` into ``output_dir`` atomically.
+    - ``cache="uint8"``: :meth:`prepare_data` also builds (or checks) the uint8 cache of every usable file at the
+      preset's resize (:mod:`caltech_cam.data.cache`, in :attr:`cache_path`), :meth:`setup` opens it read-only,
+      the datasets return uint8 (3, R, R), and :meth:`on_after_batch_transfer` runs the rest of the preset on the
+      device batch (:meth:`finish_batch`).
 
     All arguments are plain values (Hydra's ``data`` group); nested mappings may be DictConfigs.
     """
@@ -115,6 +121,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        prefetch_factor: int | None = None,
         split: Mapping[str, Any] | None = None,
         split_file: str | Path | None = None,
         near_duplicates: Mapping[str, Any] | None = None,
@@ -126,10 +133,13 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         cache_dir: str | Path | None = None,
         max_pixels: int = MAX_PIXELS,
         progress: bool = False,
+        cache: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+        if prefetch_factor is not None and prefetch_factor < 1:
+            raise ValueError(f"data.prefetch_factor must be null or >= 1, got {prefetch_factor}")
         self.root = Path(root)
         self.preset: Preset = make_preset(
             preset, resize=resize, crop=crop, random_resized_crop=random_resized_crop, hflip=hflip
@@ -138,6 +148,10 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        # DataLoader refuses a prefetch_factor without workers; null keeps its default (2).
+        self.prefetch_factor = int(prefetch_factor) if prefetch_factor and self.num_workers > 0 else None
+        self.cache = check_cache_mode(cache)
+        self._generators: dict[torch.device, torch.Generator] = {}
         self.split_config = SplitConfig.from_mapping(plain(split))
         self.split_file = Path(split_file) if split_file else None
         self.near_duplicates = NearDuplicateConfig.from_mapping(plain(near_duplicates))
@@ -155,9 +169,9 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         self._rows: list[ManifestRow] | None = None
         self._summary: dict[str, Any] = {}
         self.manifest_path: Path | None = None
-        self.train_dataset: CaltechDataset | None = None
-        self.val_dataset: CaltechDataset | None = None
-        self.test_dataset: CaltechDataset | None = None
+        self.train_dataset: CaltechDataset | CachedDataset | None = None
+        self.val_dataset: CaltechDataset | CachedDataset | None = None
+        self.test_dataset: CaltechDataset | CachedDataset | None = None
 
     # -- what the model needs before a Trainer exists (cheap, writes nothing) ----------------------------
     @property
@@ -183,6 +197,12 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         return self.output_dir / CHECKS_NAME if self.output_dir is not None else None
 
     @property
+    def cache_path(self) -> Path:
+        """The folder of the uint8 cache: ``cache_dir`` when set, else ``caltech_cam_cache/`` beside the class
+        folders' root. Needs the root to exist."""
+        return cache_folder(self.cache_dir, resolve_root(self.root))
+
+    @property
     def split_rows(self) -> list[ManifestRow]:
         """After :meth:`setup`: every usable file with its label, split and sha1 (the manifest's rows)."""
         if self._rows is None:
@@ -193,7 +213,8 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
     def prepare_data(self) -> None:
         """Generate or download what is missing, then decode-check every file and store the verdicts in
         :attr:`checks_file` (Lightning calls this on one process per node; files already checked with the same
-        size and mtime are trusted, so a second call decodes nothing)."""
+        size and mtime are trusted, so a second call decodes nothing). With ``cache="uint8"`` it then builds the
+        uint8 cache, or rebuilds a stale one (the log says what changed)."""
         self._materialize()
         index = self._prepared_index()
         self._checks = check_images(
@@ -203,6 +224,18 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
             progress=self.progress,
             max_pixels=self.max_pixels,
         )
+        if self.cache is not None:
+            # data.bad_images=error stops here, before minutes of building, not in setup after it.
+            enforce_policy(index, self._checks, self.bad_images)
+            ensure_cache(
+                index,
+                self._checks,
+                self.preset.resize,
+                self.cache_path,
+                num_threads=max(1, self.num_workers),
+                progress=self.progress,
+                max_pixels=self.max_pixels,
+            )
 
     def setup(self, stage: str | None = None) -> None:
         """Index, read the verdicts of :meth:`prepare_data` (never decode), split, and build the datasets."""
@@ -225,14 +258,24 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         if self.output_dir is not None and self._is_global_zero():
             self.manifest_path = write_manifest(rows, self.output_dir / MANIFEST_NAME)
 
+        cached = (
+            open_cache(self.cache_path, index.root, self.preset.resize, {r.path: r.sha1 for r in rows})
+            if self.cache is not None
+            else None
+        )
         for split in SPLITS:
             chosen = [r for r in rows if r.split == split]
-            dataset = CaltechDataset(
-                [index.abspath(r.path) for r in chosen],
-                [r.label for r in chosen],
-                self.preset.transform(train=split == "train"),
-                self.max_pixels,
-            )
+            if cached is not None:
+                dataset = CachedDataset(
+                    cached, [r.path for r in chosen], [r.label for r in chosen], index.root
+                )
+            else:
+                dataset = CaltechDataset(
+                    [index.abspath(r.path) for r in chosen],
+                    [r.label for r in chosen],
+                    self.preset.transform(train=split == "train"),
+                    self.max_pixels,
+                )
             setattr(self, f"{split}_dataset", dataset)
         self._rows = rows
         self._summary = {
@@ -253,6 +296,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
             "near_duplicate_groups": near_groups,
             "warnings": warnings,
             "manifest": str(self.manifest_path) if self.manifest_path else None,
+            "cache": str(cached.file) if cached is not None else None,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -275,7 +319,32 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_dataset, shuffle=False, drop_last=False, every_image_once=True)
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With the uint8 cache: the rest of the preset on the device batch (random per image in training)."""
+        if self.cache is None:
+            return batch
+        images, labels = batch
+        trainer = getattr(self, "trainer", None)
+        return self.finish_batch(images, train=trainer is not None and trainer.training), labels
+
+    def finish_batch(self, images: Tensor, train: bool) -> Tensor:
+        """The model input for ``images``: a uint8 RGB batch (B, 3, R, R) from the cache gets the preset's
+        remaining steps (:func:`caltech_cam.data.device_aug.finish_preset`); an already-normalized float batch
+        (the live path's) is returned as it is."""
+        if images.is_floating_point():
+            return images
+        return finish_preset(images, self.preset, train, self._generator(images.device) if train else None)
+
     # -- internals ---------------------------------------------------------------------------------------
+    def _generator(self, device: torch.device) -> torch.Generator:
+        """One generator per device for the device augmentation, seeded from the run's seed and the global rank:
+        every rank draws its own crops (a shared global seed would give all ranks the same sequence)."""
+        if device not in self._generators:
+            trainer = getattr(self, "trainer", None)
+            rank = trainer.global_rank if trainer is not None else 0
+            self._generators[device] = torch.Generator(device).manual_seed(self.seed * 1_000_003 + rank)
+        return self._generators[device]
+
     def _loader(
         self, dataset: CaltechDataset, shuffle: bool, drop_last: bool, every_image_once: bool = False
     ) -> DataLoader:
@@ -290,6 +359,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers,
+            prefetch_factor=self.prefetch_factor,
         )
 
     def _list_class_dirs(self) -> tuple[str, ...]:
