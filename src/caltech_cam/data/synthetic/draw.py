@@ -18,6 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 Box = tuple[int, int, int, int]
+# The object's diameter as a fraction of the image's short side: (lo, hi), drawn uniformly.
+DEFAULT_OBJECT_SCALE = (0.4, 0.8)
 Point = tuple[float, float]
 # Draws the object's mask (fill 255) centred at (cx, cy) with radius r, tilted by angle (radians).
 ShapeFn = Callable[[ImageDraw.ImageDraw, float, float, float, float], None]
@@ -174,11 +176,17 @@ OBJECT_SPECS: tuple[ObjectSpec, ...] = (
 
 
 def render_image(
-    spec: ObjectSpec | None, rng: np.random.Generator, min_size: int, max_size: int
+    spec: ObjectSpec | None,
+    rng: np.random.Generator,
+    min_size: int,
+    max_size: int,
+    object_scale: tuple[float, float] = DEFAULT_OBJECT_SCALE,
 ) -> tuple[Image.Image, Box | None]:
     """One RGB image: a cluttered background and, unless ``spec`` is None (clutter), the class object.
 
-    The box is the bounding box of the object's mask, so it is tight around the drawn pixels.
+    The object's drawing diameter (2 x radius; its shape fits in that disc) is a fraction of the image's short
+    side drawn uniformly from ``object_scale`` = (lo, hi). The box is the bounding box of the object's mask, so it
+    is tight around the drawn pixels.
     """
     width, height = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
     image = _background(rng, width, height)
@@ -187,7 +195,9 @@ def render_image(
         _distractor(draw, rng, width, height)
     if spec is None:
         return image, None
-    radius = float(rng.uniform(0.2, 0.4)) * min(width, height)
+    # Halving is exact in floating point: the default (0.4, 0.8) draws uniform(0.2, 0.4), the pinned bytes.
+    lo, hi = object_scale
+    radius = float(rng.uniform(lo / 2, hi / 2)) * min(width, height)
     cx = float(rng.uniform(radius, width - radius))
     cy = float(rng.uniform(radius, height - radius))
     angle = float(rng.uniform(-20, 20)) * math.pi / 180

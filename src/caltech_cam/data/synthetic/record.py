@@ -6,10 +6,13 @@ The marker is written last, so its presence means a complete set; it records the
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from caltech_cam.data.synthetic.draw import OBJECT_SPECS, Box
+from caltech_cam.data.synthetic.draw import DEFAULT_OBJECT_SCALE, OBJECT_SPECS, Box
 
 MARKER = "synthetic.json"
 BOXES = "boxes.json"
@@ -27,7 +30,7 @@ class SyntheticInfo:
     root: Path
     class_dirs: tuple[str, ...]
     boxes: dict[str, Box]
-    params: dict[str, int]
+    params: dict[str, Any]
 
 
 def class_dirs(num_classes: int) -> list[str]:
@@ -68,9 +71,15 @@ def params_record(
     max_size: int,
     gray_every: int,
     cmyk_every: int,
-) -> dict[str, int]:
-    """The parameter record the marker stores (plain ints, with the drawing's :data:`VERSION`)."""
-    return {
+    object_scale: Sequence[float] = DEFAULT_OBJECT_SCALE,
+) -> dict[str, Any]:
+    """The parameter record the marker stores (plain numbers, with the drawing's :data:`VERSION`).
+
+    ``object_scale`` is recorded only when it is not the default: a default set's marker stays byte-identical to
+    one written before the setting existed, and such a set still matches the default configuration.
+    """
+    scale = check_object_scale(object_scale)
+    record: dict[str, Any] = {
         "version": VERSION,
         "num_classes": int(num_classes),
         "images_per_class": int(images_per_class),
@@ -80,6 +89,25 @@ def params_record(
         "gray_every": int(gray_every),
         "cmyk_every": int(cmyk_every),
     }
+    if scale != DEFAULT_OBJECT_SCALE:
+        record["object_scale"] = list(scale)
+    return record
+
+
+def check_object_scale(object_scale: Sequence[float]) -> tuple[float, float]:
+    """``object_scale`` as (lo, hi) floats, checked: 0 < lo <= hi <= 1 (fractions of the short side)."""
+    values = (
+        list(object_scale) if isinstance(object_scale, Sequence) and not isinstance(object_scale, str) else []
+    )
+    if len(values) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise ValueError(
+            f"data.synthetic.object_scale must be [lo, hi], two numbers (the object's diameter as a fraction of "
+            f"the image's short side), got {object_scale!r}"
+        )
+    lo, hi = float(values[0]), float(values[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi <= 1):
+        raise ValueError(f"data.synthetic.object_scale must satisfy 0 < lo <= hi <= 1, got [{lo}, {hi}]")
+    return lo, hi
 
 
 def write_record(folder: Path, info: SyntheticInfo) -> None:
