@@ -1,4 +1,8 @@
-"""`python -m caltech_cam.evaluate ckpt_path=...`: score a checkpoint on its run's test (or val) split."""
+"""`python -m caltech_cam.evaluate ckpt_path=... [cams=default]`: score a checkpoint on its run's test (or val) split.
+
+Always: the Lightning metrics, per-class accuracy, the most-confused pairs and the confusion matrix (from the same
+pass, `reports.LogitCollector`). With `cams=default`: CAM methods x layers scored by `cam.scoring.score_cams`.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,27 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Subset
 
 from caltech_cam.build import build_trainer, numbers, prepared_datamodule, training_run_dir, write_results
+from caltech_cam.cam.localization import map_boxes
+from caltech_cam.cam.methods import get_method
+from caltech_cam.cam.scoring import (
+    TARGETS,
+    CamScores,
+    check_layers_of,
+    check_metrics,
+    score_cams,
+    select_images,
+)
 from caltech_cam.config import config_dir
 from caltech_cam.data import MANIFEST_NAME
+from caltech_cam.data.boxes import boxes_for
+from caltech_cam.data.index import resolve_root
 from caltech_cam.module import ClassifierModule, load_classifier
+from caltech_cam.reports import LogitCollector, class_report, write_cam_scores, write_classification
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +78,119 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"The data at {datamodule.root} has {datamodule.num_classes} classes {datamodule.class_names[:5]}... "
             f"but the checkpoint was trained on {len(module.class_names)}: {module.class_names[:5]}..."
         )
-    trainer = build_trainer(trained, callbacks=[], loggers=[])
+    dataset = getattr(datamodule, f"{cfg.split}_dataset")
+    # Every CAM setting is checked (boxes file included) before the split is run.
+    plan = cam_plan(cfg.cams, module, datamodule, dataset, cfg.split) if cfg.get("cams") else None
+    collector = LogitCollector()
+    trainer = build_trainer(trained, callbacks=[collector], loggers=[])
     if cfg.split == "test":
         scores = trainer.test(module, dataloaders=datamodule.test_dataloader())
     else:
         scores = trainer.validate(module, dataloaders=datamodule.val_dataloader())
+    output_dir = Path(cfg.paths.output_dir)
     result = {
         "checkpoint": str(ckpt),
         "split": cfg.split,
-        "images": len(getattr(datamodule, f"{cfg.split}_dataset")),
+        "images": len(dataset),
         "metrics": numbers(scores[0]),
         "data": datamodule.summary(),
     }
-    write_results(result, Path(cfg.paths.output_dir), stages=("metrics",))
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(output_dir / "tensorboard")) as writer:
+        if trainer.world_size == 1:
+            logits, labels = collector.collected()
+            report = class_report(logits, labels, module.class_names)
+            result["classification"] = write_classification(report, output_dir, writer)
+        else:
+            log.warning(
+                "Classification reports skipped: they need a single-process evaluate (trainer.devices=1); "
+                "this run has %d processes.",
+                trainer.world_size,
+            )
+    if plan is not None:
+        cams = run_cams(plan, module, datamodule)
+        tables = write_cam_scores(
+            cams,
+            output_dir,
+            output_dir / "tensorboard",
+            {
+                "split": cfg.split,
+                "target": plan["target"],
+                "images": len(plan["indices"]),
+                "checkpoint": ckpt.name,
+            },
+        )
+        print(tables, flush=True)
+        result["cams"] = {"file": str(output_dir / "cam_scores.json"), "notes": cams.notes}
+    write_results(result, output_dir, stages=("metrics",))
     return result
+
+
+def cam_plan(
+    cams: DictConfig, module: ClassifierModule, datamodule: Any, dataset: Any, split: str
+) -> dict[str, Any]:
+    """`cams.*` checked against the module and the split (methods, layers, metrics, target, N, boxes), with the
+    chosen image indices and their boxes in model-input pixels."""
+    methods = [get_method(m).name for m in (cams.methods or [])]
+    if not methods:
+        raise ValueError("cams.methods is empty; name at least one CAM method (caltech_cam.cam.METHODS)")
+    layers = check_layers_of(module.model, list(cams.layers or module.cam_layers), module.cam_layers)
+    metrics = check_metrics(list(cams.metrics) if cams.metrics is not None else None)
+    if cams.target not in TARGETS:
+        raise ValueError(f"cams.target={cams.target!r}; expected one of {TARGETS}")
+    indices = select_images(len(dataset), cams.num_images, int(cams.seed), split=split)
+    boxes = None
+    if "localization" in metrics:
+        paths = getattr(dataset, "paths", None)
+        found = boxes_for(resolve_root(datamodule.root), paths) if paths is not None else None
+        if found is not None:
+            boxes = map_boxes(found.subset(indices), module.preset)
+    return {
+        "methods": methods,
+        "layers": layers,
+        "metrics": metrics,
+        "target": cams.target,
+        "indices": indices,
+        "boxes": boxes,
+        "dataset": dataset,
+        "settings": cams,
+    }
+
+
+def run_cams(plan: dict[str, Any], module: ClassifierModule, datamodule: Any) -> CamScores:
+    """Score the plan's images in chunks on `cams.device`, each chunk finished by the datamodule for the model."""
+    cams = plan["settings"]
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if cams.device == "auto" else cams.device
+    )
+    model = module.model.to(device).eval()
+    loader = DataLoader(
+        Subset(plan["dataset"], plan["indices"].tolist()),
+        batch_size=int(cams.batch_size or datamodule.batch_size),
+        shuffle=False,
+        num_workers=datamodule.num_workers,
+    )
+    finish = getattr(datamodule, "finish_batch", None)
+
+    def batches():
+        for images, labels in loader:
+            images = images.to(device)
+            yield (finish(images, train=False) if finish is not None else images), labels
+
+    return score_cams(
+        model,
+        batches(),
+        methods=plan["methods"],
+        layers=plan["layers"],
+        target=plan["target"],
+        metrics=plan["metrics"],
+        boxes=plan["boxes"],
+        tolerance=cams.tolerance,
+        sanity_images=int(cams.sanity_images),
+        seed=int(cams.seed),
+        resamples=int(cams.resamples),
+    )
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
