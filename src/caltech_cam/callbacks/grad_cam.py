@@ -313,7 +313,9 @@ class GradCAMLogger(L.Callback):
                 scalars[f"gradcam/average_drop/{layer}"] = values["average_drop"]
                 scalars[f"gradcam/increase_in_confidence/{layer}"] = values["increase_in_confidence"]
         if self.located is not None:
-            scalars.update(self.localize(explainer, *self._subset_on(trainer, pl_module.device)))
+            # The labels are the differentiated classes (gather saves them for backward): no inference tensors.
+            with torch.inference_mode(False):
+                scalars.update(self.localize(explainer, *self._subset_on(trainer, pl_module.device)))
         if scalars:
             # One host read for every scalar of this validation end.
             values = torch.stack([v.detach().float().reshape(()) for v in scalars.values()]).tolist()
