@@ -55,7 +55,13 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> P
     from caltech_cam.train import train
 
     tmp = tmp_path_factory.mktemp("tb_http")
-    cfg = compose_train([*tiny_overrides(synthetic_root, tmp), "trainer.max_epochs=1", "test=false"])
+    extra = [
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.num_sanity_val_steps=0",
+        "test=false",
+    ]
+    cfg = compose_train([*tiny_overrides(synthetic_root, tmp), *extra])
     cfg.paths.output_dir = str(tmp / "run")
     train(cfg)
     return tmp / "run"

@@ -156,8 +156,10 @@ class GradCAMLogger(L.Callback):
         self.strict = strict
         self.located: LocalizationSet | None = None  # set in setup when the validation set has boxes
         self._explainer: Explainer | None = None
-        self._probe: tuple[Tensor, Tensor] | None = None
-        self._subset: tuple[Tensor, Tensor, Tensor] | None = None
+        self._probe_indices: list[int] = []
+        # Decoded once and kept on the device while the same files and device are asked for (key, tensors).
+        self._probe: tuple[tuple, tuple[Tensor, Tensor]] | None = None
+        self._subset: tuple[tuple, tuple[Tensor, Tensor, Tensor]] | None = None
         self._failure_warned = False
         self._no_logger_warned = False
         self._said: set[str] = set()
@@ -177,8 +179,8 @@ class GradCAMLogger(L.Callback):
                     "`datamodule=` to trainer.fit/validate or disable the callback."
                 )
             # Every rank checks the boxes (a bad boxes file stops all ranks alike); only rank 0 uses them.
+            self._probe_indices = select_probe(datamodule.val_dataset.labels, self.num_images)
             self.located = self._locate(datamodule, module, trainer.is_global_zero)
-            self._subset = None
         if self._writer(trainer) is None and trainer.is_global_zero and not self._no_logger_warned:
             log.warning(
                 "GradCAMLogger: no TensorBoardLogger among the trainer's loggers; nothing is logged "
@@ -253,21 +255,28 @@ class GradCAMLogger(L.Callback):
             images = finish(images, train=False)
         return images, torch.tensor([label for _, label in items], device=device)
 
+    @staticmethod
+    def _key(trainer: L.Trainer, indices: Sequence[int], device: torch.device) -> tuple:
+        """What a kept batch depends on: the files (or indices) of the validation set, and the device."""
+        paths = getattr(trainer.datamodule.val_dataset, "paths", None)
+        return (tuple(str(paths[i]) for i in indices) if paths is not None else tuple(indices), str(device))
+
     def _probe_on(self, trainer: L.Trainer, device: torch.device) -> tuple[Tensor, Tensor]:
         """The probe batch (normalized images, labels), built once and kept on the model's device."""
-        if self._probe is None or self._probe[0].device != device:
-            labels = trainer.datamodule.val_dataset.labels
-            self._probe = self._load(trainer, select_probe(labels, self.num_images), device)
-        return self._probe
+        key = self._key(trainer, self._probe_indices, device)
+        if self._probe is None or self._probe[0] != key:
+            self._probe = (key, self._load(trainer, self._probe_indices, device))
+        return self._probe[1]
 
     def _subset_on(self, trainer: L.Trainer, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         """The localization images, labels and box masks, built once and kept on the model's device."""
         assert self.located is not None
-        if self._subset is None or self._subset[0].device != device:
+        key = self._key(trainer, self.located.indices, device)
+        if self._subset is None or self._subset[0] != key:
             images, labels = self._load(trainer, self.located.indices, device)
             masks = box_masks(self.located.boxes.to(device), (images.shape[-2], images.shape[-1]))
-            self._subset = (images, labels, masks)
-        return self._subset
+            self._subset = (key, (images, labels, masks))
+        return self._subset[1]
 
     # ------------------------------------------------------------------------------------------------- hooks
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
