@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
+from hydra.utils import instantiate
 from PIL import Image
 
 from caltech_cam.data import ensure_synthetic, generate_synthetic, index_root, load_synthetic
-from caltech_cam.data.synthetic import MARKER, OBJECT_SPECS, SHAPES, TEXTURES, ObjectSpec, planned_class_dirs
+from caltech_cam.data.synthetic import (
+    MARKER,
+    OBJECT_SPECS,
+    SHAPES,
+    TEXTURES,
+    ObjectSpec,
+    planned_class_dirs,
+    requested_params,
+)
+from tests.conftest import SYNTHETIC_PARAMS, compose_train
 
 SMALL = {"num_classes": 3, "images_per_class": 7, "min_size": 64, "max_size": 80}
 
@@ -149,3 +160,59 @@ def test_planned_class_dirs_write_nothing_and_match_what_is_generated(tmp_path):
     )
     # An existing set is used as it is: its own folders, whatever is asked.
     assert planned_class_dirs(root, num_classes=5) == planned
+
+
+def test_object_scale_sets_the_object_diameter_and_is_recorded(tmp_path):
+    params = {"num_classes": 3, "images_per_class": 8, "min_size": 64, "max_size": 80}
+    small = generate_synthetic(tmp_path / "small", object_scale=[0.15, 0.35], **params)
+    default = generate_synthetic(tmp_path / "default", **params)
+    circles = 0
+    for rel, (x0, y0, x1, y1) in small.boxes.items():
+        short = min(Image.open(small.root / rel).size)
+        # Every shape fits in its disc of diameter 2r <= 0.35 of the short side (+1 px of rasterization).
+        assert max(x1 - x0, y1 - y0) <= 0.35 * short + 1, rel
+        if rel.startswith("001."):  # a disc spans its full diameter, 2r >= 0.15 of the short side
+            assert min(x1 - x0, y1 - y0) >= 0.15 * short - 1, rel
+            circles += 1
+        # The image sides are drawn before the object: the same pictures' sizes, smaller objects.
+        assert Image.open(default.root / rel).size == Image.open(small.root / rel).size
+        dx0, dy0, dx1, dy1 = default.boxes[rel]
+        assert (x1 - x0) * (y1 - y0) < (dx1 - dx0) * (dy1 - dy0), rel
+    assert circles == 8
+    # The marker records a non-default scale (and only that): the default set's marker is the pinned one.
+    assert small.params["object_scale"] == [0.15, 0.35]
+    assert "object_scale" not in default.params
+    assert (
+        load_synthetic(small.root).params
+        == small.params
+        == requested_params(object_scale=(0.15, 0.35), **params)
+    )
+    assert load_synthetic(default.root).params == requested_params(object_scale=[0.4, 0.8], **params)
+
+
+def test_default_config_matches_a_set_made_before_object_scale(synthetic_root, tmp_path):
+    # conftest's set is made without object_scale; the configured default [0.4, 0.8] must not call it "other".
+    overrides = [f"data.synthetic.{k}={v}" for k, v in SYNTHETIC_PARAMS.items()]
+    base = [
+        "data=synthetic",
+        f"data.root={synthetic_root}",
+        f"data.output_dir={tmp_path}",
+        "data.cache_dir=null",
+    ]
+    cfg = compose_train([*base, *overrides])
+    assert list(cfg.data.synthetic.object_scale) == [0.4, 0.8]
+    assert instantiate(cfg.data)._synthetic_warnings() == []
+    other = instantiate(compose_train([*base, *overrides, "data.synthetic.object_scale=[0.15,0.35]"]).data)
+    (warning,) = other._synthetic_warnings()
+    assert "'object_scale': [0.15, 0.35]" in warning and "using it as it is" in warning
+
+
+@pytest.mark.parametrize(
+    "scale", [[0.0, 0.5], [0.5, 0.4], [0.5, 1.2], [0.3], "0.3", [0.2, math.nan], [True, 0.5]]
+)
+def test_a_bad_object_scale_is_named(tmp_path, scale):
+    with pytest.raises(ValueError, match=r"object_scale"):
+        generate_synthetic(tmp_path / "s", object_scale=scale, **SMALL)
+    with pytest.raises(ValueError, match=r"object_scale"):
+        requested_params(object_scale=scale)
+    assert not (tmp_path / "s").exists()

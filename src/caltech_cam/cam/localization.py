@@ -21,7 +21,6 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from caltech_cam.data.boxes import ImageBoxes
@@ -89,6 +88,10 @@ def _check(maps: Tensor, masks: Tensor) -> None:
         raise ValueError(f"maps must be float (N, H, W), got {maps.dtype} of shape {tuple(maps.shape)}")
     if masks.dtype != torch.bool:
         raise ValueError(f"masks must be bool (N, H, W), got {masks.dtype}")
+    if masks.device != maps.device:
+        raise ValueError(
+            f"maps are on {maps.device} but masks on {masks.device}: build the masks on the maps' device"
+        )
     if masks.shape != maps.shape:
         raise ValueError(
             f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ in shape: map the boxes to the "
@@ -103,40 +106,28 @@ def _empty_to_nan(scores: Tensor, masks: Tensor) -> Tensor:
 def dilate(masks: Tensor, radius: float) -> Tensor:
     """bool (N, H, W): the pixels whose centre lies within Euclidean distance ``radius`` of a mask pixel's centre.
 
-    The disc is a union of horizontal runs, one per row offset dy, of half-width floor(sqrt(radius^2 - dy^2)):
-    each run is a window sum over the row's cumulative sum, so the cost is O(radius * N * H * W), not radius^2.
+    An exact squared distance transform, cut at ``radius``: the distance dx to the nearest mask pixel in the same
+    row (two running max/min passes), then d^2 = min over row offsets |dy| <= radius of dx(i + dy)^2 + dy^2. All
+    integer arithmetic, so a pixel exactly ``radius`` away is inside; O(radius * N * H * W), no gathers.
     """
     reach = math.floor(radius)
     if reach <= 0:
         return masks
     _, height, width = masks.shape
-    cums = F.pad(masks.to(torch.int32).cumsum(dim=-1), (1, 0))  # cums[..., k]: mask pixels in columns < k
-    cols = torch.arange(width, device=masks.device)
-    runs: dict[int, Tensor] = {}
-    out = torch.zeros_like(masks)
-    for dy in range(-reach, reach + 1):
-        half = _half_width(radius, dy)
-        if half not in runs:
-            hi, lo = (cols + half + 1).clamp(max=width), (cols - half).clamp(min=0)
-            runs[half] = (cums[..., hi] - cums[..., lo]) > 0
-        run = runs[half]
-        # out[i] |= run[i + dy]: a mask pixel dy rows below (above) reaches row i.
-        if dy >= 0:
-            out[:, : height - dy] |= run[:, dy:]
-        else:
-            out[:, -dy:] |= run[:, : height + dy]
-    return out
-
-
-def _half_width(radius: float, dy: int) -> int:
-    """The largest integer w with w^2 + dy^2 <= radius^2 (exact at integer radii despite float sqrt)."""
-    r2 = radius * radius
-    w = math.floor(math.sqrt(max(r2 - dy * dy, 0.0)))
-    while (w + 1) ** 2 + dy * dy <= r2:
-        w += 1
-    while w > 0 and w * w + dy * dy > r2:
-        w -= 1
-    return w
+    # Distances beyond the radius all count as "far": capping them keeps every value a small int32.
+    far = reach + 1
+    cols = torch.arange(width, device=masks.device, dtype=torch.int32)
+    left = torch.where(masks, cols, -width - far).cummax(dim=-1).values  # nearest mask column at or left of j
+    right = torch.where(masks, cols, 2 * width + far).flip(-1).cummin(dim=-1).values.flip(-1)  # at or right
+    dx = torch.minimum(cols - left, right - cols).clamp_(max=far)
+    row_d2 = dx * dx
+    d2 = row_d2.clone()
+    for dy in range(1, min(reach, height - 1) + 1):
+        # A mask pixel dy rows below (above) row i: row_d2 of row i + dy (i - dy), plus dy^2.
+        below, above = d2[:, :-dy], d2[:, dy:]
+        torch.minimum(below, row_d2[:, dy:] + dy * dy, out=below)
+        torch.minimum(above, row_d2[:, :-dy] + dy * dy, out=above)
+    return d2 <= radius * radius
 
 
 def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0.0) -> Tensor:

@@ -60,10 +60,11 @@ class ImageBoxes:
 def boxes_for(root: str | Path, paths: Sequence[str | Path]) -> ImageBoxes | None:
     """The boxes of the images ``paths`` (absolute under ``root``, or relative to it), from ``root/boxes.json``.
 
-    ``None`` when ``root`` has no ``boxes.json``. Raises ``ValueError`` for a path not under ``root``, a missing
-    image, a malformed entry, a box outside its image (beyond its width/height, or x0 >= x1 / y0 >= y1), and when
-    ``boxes.json`` has boxes but none of ``paths`` (the file belongs to another set). Image sizes come from the
-    JPEG header (PIL opens lazily), not a full decode.
+    ``None`` when ``root`` has no ``boxes.json``. An image of ``paths`` without an entry has no box (clutter).
+    Raises ``ValueError`` for a path not under ``root``, a missing image, a ``boxes.json`` entry naming no image
+    under ``root`` (the file belongs to another set: then no path would match, and every image would silently
+    lose its box), a malformed entry, and a box outside its image (beyond its width/height, or x0 >= x1 /
+    y0 >= y1). Image sizes come from the JPEG header (PIL opens lazily), not a full decode.
     """
     root = Path(root)
     file = root / BOXES_FILE
@@ -75,12 +76,8 @@ def boxes_for(root: str | Path, paths: Sequence[str | Path]) -> ImageBoxes | Non
         raise ValueError(f"{file} is not valid JSON: {exc}") from exc
     if not isinstance(table, dict):
         raise ValueError(f"{file} must map image paths to [x0, y0, x1, y1], got a {type(table).__name__}")
+    table = _table_by_file(root, table, file)
     keys = _relative_keys(root, paths)
-    if table and keys and not any(k in table for k in keys):
-        raise ValueError(
-            f"none of the {len(keys)} image paths (e.g. {keys[0]!r}) is in {file}, which has {len(table)} boxes "
-            f"(e.g. {next(iter(table))!r}): the boxes belong to another set, or the paths to another root"
-        )
     n = len(keys)
     boxes = torch.full((n, 4), math.nan, dtype=torch.float64)
     sizes = torch.zeros((n, 2), dtype=torch.long)
@@ -98,6 +95,25 @@ def boxes_for(root: str | Path, paths: Sequence[str | Path]) -> ImageBoxes | Non
         boxes[i] = torch.tensor(box, dtype=torch.float64)
         present[i] = True
     return ImageBoxes(boxes.float(), sizes, present)
+
+
+def _table_by_file(root: Path, table: dict, file: Path) -> dict[str, object]:
+    """``table`` keyed by each entry's normalized path under ``root``; every entry must name an image there."""
+    resolved_root = root.resolve()
+    out, strays = {}, []
+    for key, box in table.items():
+        full = (root / key).resolve()
+        if not full.is_relative_to(resolved_root) or not full.is_file():
+            strays.append(key)
+            continue
+        out[full.relative_to(resolved_root).as_posix()] = box
+    if strays:
+        raise ValueError(
+            f"{file} has boxes for {len(strays)} of its {len(table)} paths that are no image under {root} "
+            f"(e.g. {strays[:3]}): the boxes file does not match this set's images (paths relative to the root, "
+            "like 001.name/001_0001.jpg, expected)"
+        )
+    return out
 
 
 def _relative_keys(root: Path, paths: Sequence[str | Path]) -> list[str]:
