@@ -40,18 +40,24 @@ def target_probabilities(
         return logits.softmax(dim=1).gather(1, classes[:, None])[:, 0], classes
 
 
-def average_drop(base: Tensor, masked: Tensor) -> Tensor:
+def average_drop(base: Tensor, masked: Tensor, *, reduce: bool = True) -> Tensor:
     """Average Drop % (Chattopadhay et al., Grad-CAM++, WACV 2018): 100 · mean_i max(0, Y_c^i − O_c^i) / Y_c^i.
 
     Y_c = softmax score of class c on the image, O_c = on the image multiplied by the map. Lower is better.
+    reduce=False gives the per-image terms (B,), whose mean is the reduced value.
     """
     # Y_c can underflow to 0 for a class far from the prediction; then Y_c − O_c ≤ 0 and the term is 0.
-    return 100 * ((base - masked).clamp_min(0) / base.clamp_min(torch.finfo(base.dtype).tiny)).mean()
+    drops = 100 * ((base - masked).clamp_min(0) / base.clamp_min(torch.finfo(base.dtype).tiny))
+    return drops.mean() if reduce else drops
 
 
-def increase_in_confidence(base: Tensor, masked: Tensor) -> Tensor:
-    """Increase in Confidence % (Chattopadhay et al., WACV 2018): 100 · mean_i [O_c^i > Y_c^i]. Higher is better."""
-    return 100 * (masked > base).float().mean()
+def increase_in_confidence(base: Tensor, masked: Tensor, *, reduce: bool = True) -> Tensor:
+    """Increase in Confidence % (Chattopadhay et al., WACV 2018): 100 · mean_i [O_c^i > Y_c^i]. Higher is better.
+
+    reduce=False gives the per-image terms (B,) (100 or 0), whose mean is the reduced value.
+    """
+    increases = 100 * (masked > base).float()
+    return increases.mean() if reduce else increases
 
 
 def confidence_change(
@@ -62,12 +68,14 @@ def confidence_change(
     *,
     logits: Tensor | None = None,
     chunk_size: int = 64,
+    reduce: bool = True,
 ) -> dict[str, dict[str, Tensor]]:
     """Average Drop % and Increase in Confidence % of every layer's maps (B, H, W) in [0, 1].
 
     Costs one forward of the images (none if their `logits` are given, e.g. from `capture`) plus one of the
     B × layers masked images, batched across layers in chunks. Returns layer ->
-    {"average_drop": scalar, "increase_in_confidence": scalar}.
+    {"average_drop": scalar, "increase_in_confidence": scalar}; with reduce=False each is the per-image (B,)
+    tensor whose mean is that scalar (for confidence intervals over images).
     """
     for name, m in maps.items():
         if m.shape != (images.shape[0], *images.shape[-2:]):
@@ -88,8 +96,10 @@ def confidence_change(
         masked = _probabilities(model, chunks, classes.repeat(len(names)))
     return {
         name: {
-            "average_drop": average_drop(base, masked[k * batch : (k + 1) * batch]),
-            "increase_in_confidence": increase_in_confidence(base, masked[k * batch : (k + 1) * batch]),
+            "average_drop": average_drop(base, masked[k * batch : (k + 1) * batch], reduce=reduce),
+            "increase_in_confidence": increase_in_confidence(
+                base, masked[k * batch : (k + 1) * batch], reduce=reduce
+            ),
         }
         for k, name in enumerate(names)
     }
