@@ -14,6 +14,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
+from torch.utils.tensorboard import SummaryWriter
 
 from caltech_cam.build import build_trainer, numbers, prepared_datamodule, training_run_dir, write_results
 from caltech_cam.cam.localization import map_boxes
@@ -95,20 +96,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "metrics": numbers(scores[0]),
         "data": datamodule.summary(),
     }
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(log_dir=str(output_dir / "tensorboard")) as writer:
-        if trainer.world_size == 1:
-            logits, labels = collector.collected()
-            report = class_report(logits, labels, module.class_names)
-            result["classification"] = write_classification(report, output_dir, writer)
-        else:
-            log.warning(
-                "Classification reports skipped: they need a single-process evaluate (trainer.devices=1); "
-                "this run has %d processes.",
-                trainer.world_size,
-            )
-    if plan is not None:
+    if trainer.is_global_zero:
+        write_reports(result, collector, module, trainer.world_size, output_dir)
+    if plan is not None and trainer.is_global_zero:
         cams = run_cams(plan, module, datamodule)
         tables = write_cam_scores(
             cams,
@@ -127,6 +117,28 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def write_reports(
+    result: dict[str, Any],
+    collector: LogitCollector,
+    module: ClassifierModule,
+    processes: int,
+    output_dir: Path,
+) -> None:
+    """The classification reports of the pass `collector` saw, into `output_dir` and its tensorboard/."""
+    if processes > 1:
+        log.warning(
+            "Classification reports skipped: they need every image's logits in one process (trainer.devices=1); "
+            "this run has %d processes.",
+            processes,
+        )
+        return
+    logits, labels = collector.collected()
+    with SummaryWriter(log_dir=str(output_dir / "tensorboard")) as writer:
+        result["classification"] = write_classification(
+            class_report(logits, labels, module.class_names), output_dir, writer
+        )
+
+
 def cam_plan(
     cams: DictConfig, module: ClassifierModule, datamodule: Any, dataset: Any, split: str
 ) -> dict[str, Any]:
@@ -140,12 +152,13 @@ def cam_plan(
     if cams.target not in TARGETS:
         raise ValueError(f"cams.target={cams.target!r}; expected one of {TARGETS}")
     indices = select_images(len(dataset), cams.num_images, int(cams.seed), split=split)
-    boxes = None
+    boxes = present = None
     if "localization" in metrics:
         paths = getattr(dataset, "paths", None)
         found = boxes_for(resolve_root(datamodule.root), paths) if paths is not None else None
         if found is not None:
-            boxes = map_boxes(found.subset(indices), module.preset)
+            chosen = found.subset(indices)
+            boxes, present = map_boxes(chosen, module.preset), chosen.present
     return {
         "methods": methods,
         "layers": layers,
@@ -153,6 +166,7 @@ def cam_plan(
         "target": cams.target,
         "indices": indices,
         "boxes": boxes,
+        "present": present,
         "dataset": dataset,
         "settings": cams,
     }
@@ -186,6 +200,7 @@ def run_cams(plan: dict[str, Any], module: ClassifierModule, datamodule: Any) ->
         target=plan["target"],
         metrics=plan["metrics"],
         boxes=plan["boxes"],
+        present=plan["present"],
         tolerance=cams.tolerance,
         sanity_images=int(cams.sanity_images),
         seed=int(cams.seed),

@@ -142,8 +142,13 @@ def confusion_figure(report: ClassReport):
     shares = (report.confusion / totals).numpy()
     side = min(4 + 0.25 * count, 24)
     fig, ax = plt.subplots(figsize=(side, side), dpi=100)
-    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    # Many classes: small confusions are faint on a linear scale; a square-root scale keeps them visible.
+    from matplotlib.colors import Normalize, PowerNorm
+
+    norm = Normalize(0, 1) if count <= ANNOTATE_UP_TO else PowerNorm(0.5, vmin=0, vmax=1)
+    image = ax.imshow(shares, cmap="Blues", norm=norm, interpolation="nearest")
+    scale = "" if count <= ANNOTATE_UP_TO else " (square-root scale)"
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=f"share of the true class{scale}")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     if count <= 60:

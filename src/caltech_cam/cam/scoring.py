@@ -25,6 +25,7 @@ from caltech_cam.cam import localization as loc
 from caltech_cam.cam.engine import cams_from_capture, capture
 from caltech_cam.cam.methods import get_method
 from caltech_cam.cam.metrics import confidence_change, deletion_auc, insertion_auc
+from caltech_cam.cam.road import road_scores
 from caltech_cam.cam.sanity import SANITY_THRESHOLD, cascading_randomization_many, sanity_summary
 
 TARGETS = ("label", "predicted")
@@ -37,7 +38,8 @@ class MapBatch:
 
     `images` (B, C, H, W) normalized model input; `targets` (B,) the explained classes; `logits` (B, N) of the
     unmasked images; `maps` (B, H, W) in [0, 1]; `masks` (B, H, W) bool boxes in model-input pixels and `kept`
-    (B,) bool (False: no box, or cropped away) when the split has boxes, else None; `tolerance` in pixels.
+    (B,) bool (False: no box, or cropped away) when the split has boxes, else None; `tolerance` in pixels;
+    `generator` seeds any noise a metric draws.
     """
 
     model: nn.Module
@@ -49,6 +51,7 @@ class MapBatch:
     kept: Tensor | None
     tolerance: float
     chunk_size: int = 64
+    generator: torch.Generator | None = None  # for metrics that draw noise (ROAD's imputation), on the device
 
 
 @dataclass(frozen=True)
@@ -136,9 +139,14 @@ def insertion(batch: MapBatch) -> dict[str, Tensor]:
 @register_metric("road", {"road_morf": "lower", "road_lerf": "higher", "road": "higher"})
 def road(batch: MapBatch) -> dict[str, Tensor]:
     """ROAD (Rong et al., ICML 2022): MoRF, LeRF and (LeRF − MoRF)/2 with noisy linear imputation (road.py)."""
-    from caltech_cam.cam.road import road_scores
-
-    return road_scores(batch.model, batch.images, batch.maps, batch.targets, chunk_size=batch.chunk_size)
+    return road_scores(
+        batch.model,
+        batch.images,
+        batch.maps,
+        batch.targets,
+        chunk_size=batch.chunk_size,
+        generator=batch.generator,
+    )
 
 
 def check_metrics(metrics: Sequence[str] | None) -> list[str]:
@@ -229,6 +237,7 @@ def score_cams(
     target: str = "label",
     metrics: Sequence[str] | None = None,
     boxes: tuple[Tensor, Tensor] | None = None,
+    present: Tensor | None = None,
     tolerance: float | None = None,
     sanity_images: int = 16,
     seed: int = 0,
@@ -237,7 +246,8 @@ def score_cams(
 ) -> CamScores:
     """Score every method × layer (and the baselines) on `batches` of (normalized images, labels) on the model's
     device, in order. `boxes`: (boxes (N, 4) in model-input pixels, kept (N,)) for the N images the batches yield,
-    in the same order, or None (localization is then skipped with a note). `tolerance`: the pointing game's, in
+    in the same order, or None (localization is then skipped with a note); `present` (N,) bool: which images
+    have a box at all, to tell them apart from boxes the crop cut away in the note. `tolerance`: the pointing game's, in
     pixels (default 15/224 of the input side). `target`: explain the true 'label' or the 'predicted' class."""
     if target not in TARGETS:
         raise ValueError(f"cams.target={target!r}; expected one of {TARGETS}")
@@ -267,6 +277,7 @@ def score_cams(
     runtime = {"engine": 0.0, "maps": 0.0}
     sanity_batch: list[tuple[Tensor, Tensor]] = []
     generator = torch.Generator(device=device).manual_seed(seed)
+    noise = torch.Generator(device=device).manual_seed(seed + 1)
     start, size = 0, None
     for images, labels in batches:
         images, labels = images.to(device), labels.to(device)
@@ -275,6 +286,10 @@ def score_cams(
         tol = loc.default_tolerance(size[0]) if tolerance is None else float(tolerance)
         masks = kept = None
         if boxes is not None:
+            if start + batch > boxes[0].shape[0]:
+                raise ValueError(
+                    f"{boxes[0].shape[0]} boxes for at least {start + batch} scored images; they must match one to one"
+                )
             kept = boxes[1][start : start + batch].to(device)
             masks = loc.box_masks(boxes[0][start : start + batch].to(device), size)
         start += batch
@@ -298,7 +313,7 @@ def score_cams(
         ):
             maps[(name, "*")] = baseline
         for (row, layer), m in maps.items():
-            view = MapBatch(model, images, seen.targets, seen.logits, m, masks, kept, tol, chunk_size)
+            view = MapBatch(model, images, seen.targets, seen.logits, m, masks, kept, tol, chunk_size, noise)
             for metric in per_map:
                 t0 = time.perf_counter()
                 out = metric.fn(view)
@@ -312,8 +327,14 @@ def score_cams(
         raise ValueError("no images to score: the batches were empty")
     if boxes is not None and any(m.needs_boxes for m in per_map):
         dropped = int((~boxes[1]).sum())
+        missing = int((~present).sum()) if present is not None else None
+        why = (
+            f"{missing} without a box (e.g. clutter), {dropped - missing} with the box cropped away"
+            if missing is not None
+            else "no box, or the box cropped away entirely"
+        )
         result.notes.append(
-            f"localization: {dropped} of {start} images excluded (no box, or the box cropped away entirely); "
+            f"localization: {dropped} of {start} images excluded ({why}); "
             f"pointing-game tolerance {tol:.2f} px at {size[0]} px"
         )
     result.runtime = runtime
