@@ -211,12 +211,12 @@ def main() -> None:
         f"threads={torch.get_num_threads()} workers={args.num_workers} repeats={args.repeats} "
         f"saved sides={low}-{high} px"
     )
-    head = "".join(f" | {r['side']:>4d} px / {r['images']:>5d} images     " for r in results)
+    head = "".join(f" | {r['side']:>4d} px / {r['images']:>5d} images           " for r in results)
     print(f"{'':32s}{head}")
-    print(f"{'':32s}" + " | pass s  (+%)   hook s   (%)" * len(results))
+    print(f"{'':32s}" + " |  pass s     (+%)  hook s      (%)" * len(results))
     for name in results[0]["rows"]:
         cells = "".join(
-            f" | {m:6.2f} ({d:+5.1f}) {h:6.3f} ({p:4.1f})"
+            f" | {m:7.2f} ({d:+6.1f}) {h:6.3f} ({p:5.1f})"
             for m, d, h, p in (r["rows"][name] for r in results)
         )
         print(f"{name:32s}{cells}")
