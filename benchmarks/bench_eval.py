@@ -10,7 +10,8 @@ wrapper that counts the images it forwards and times its forwards, so the table 
 is the model and how much is the metric's own work (imputation, masking, host copies).
 
 ROAD, MoRF + LeRF at removal fractions 0.1 … 0.9, imputation noise 0.01, 18 forwards per image for all three:
-- caltech_cam: `road_scores` (batched multigrid-CG imputation of all images × fractions, chunks of 64);
+- caltech_cam: `road_scores` (batched multigrid-CG imputation of images × fractions, `--chunk` masked images
+  per solve and forward: 8 on CPU, 64 on GPU);
 - pytorch-grad-cam: `ROADMostRelevantFirst(q)` and `ROADLeastRelevantFirst(q)` for q = 10 … 90 (the same 18
   removal sets: its percentile q removes 100 − q %), called with `return_diff=False` so it does not also forward
   the originals 18 times; one scipy sparse solve per image × fraction on the CPU;
@@ -18,7 +19,8 @@ ROAD, MoRF + LeRF at removal fractions 0.1 … 0.9, imputation noise 0.01, 18 fo
   H·W pixels with C·H·W indices: IndexError), so this runs its `ROAD.evaluate_batch` loop with the index fixed:
   per fraction, Quantus' own `noisy_linear_imputation` per image (scipy), then one batched forward; MoRF and LeRF.
 Deletion/insertion (RISE), 16 steps:
-- caltech_cam: `deletion_auc` + `insertion_auc` (B + B·17 forwards each; insertion from RISE's blur);
+- caltech_cam: `deletion_auc` + `insertion_auc` (B + B·17 forwards each, in chunks of 32 like torch-cam's;
+  insertion from RISE's blur);
 - torch-cam 0.5.0: `DeletionInsertionMetric(steps=16)` (B + B·31 forwards: it shares the all-baseline point;
   insertion from its zero baseline).
 """
@@ -76,12 +78,12 @@ def cam_like_maps(batch: int, size: int, device: torch.device) -> torch.Tensor:
 
 
 def road_contenders(
-    model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor
+    model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, chunk: int
 ) -> dict[str, Callable[[], object]]:
     percentiles = [round(100 * p) for p in ROAD_FRACTIONS]
 
     def ours() -> object:
-        return road_scores(model, x, maps, targets, noise=0.01)
+        return road_scores(model, x, maps, targets, noise=0.01, chunk_size=chunk)
 
     def pytorch_grad_cam() -> object:
         from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
@@ -140,8 +142,10 @@ def rise_contenders(
     model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor
 ) -> dict[str, Callable[[], object]]:
     def ours() -> object:
-        return deletion_auc(model, x, maps, targets, steps=16), insertion_auc(
-            model, x, maps, targets, steps=16
+        # torch-cam forwards 32 perturbed images at a time: the same chunk here.
+        return (
+            deletion_auc(model, x, maps, targets, steps=16, chunk_size=32),
+            insertion_auc(model, x, maps, targets, steps=16, chunk_size=32),
         )
 
     def torchcam() -> object:
@@ -186,12 +190,20 @@ def main() -> None:
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        help="caltech_cam's chunk_size (masked images per solve and forward); default 8 on CPU, 64 on GPU",
+    )
     parser.add_argument("--skip", nargs="*", default=[], help="contenders to leave out, e.g. quantus")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
+    # On the CPU, chunks of multi-megabyte tensors cost page faults on every allocation; small chunks stay cached.
+    chunk = args.chunk or (64 if device.type == "cuda" else 8)
     model = TimedModel(build_model(args.model, num_classes=257).eval().to(device))
     x = (
         F.avg_pool2d(torch.randn(args.images, 3, args.size, args.size), 5, 1, 2, count_include_pad=False)
@@ -204,9 +216,9 @@ def main() -> None:
         road_scores(model, x[:1], maps[:1], targets[:1])  # warm-up: allocator, kernels
     print(
         f"{args.model} (random weights), {args.images} images at {args.size} px, {device}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads, caltech_cam chunk_size {chunk}"
     )
-    road = {k: v for k, v in road_contenders(model, x, maps, targets).items() if k not in args.skip}
+    road = {k: v for k, v in road_contenders(model, x, maps, targets, chunk).items() if k not in args.skip}
     rise = {k: v for k, v in rise_contenders(model, x, maps, targets).items() if k not in args.skip}
     r = run("ROAD, MoRF + LeRF, fractions 0.1 ... 0.9, noise 0.01", model, road, device)
     d = run("Deletion + insertion AUC, 16 steps", model, rise, device)

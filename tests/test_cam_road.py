@@ -147,7 +147,7 @@ def test_multigrid_transfer_operators_are_adjoint():
     for h, w in [(8, 8), (7, 9), (5, 4)]:
         c = torch.randn(2, 3, (h + 1) // 2, (w + 1) // 2, dtype=torch.float64)
         r = torch.randn(2, 3, h, w, dtype=torch.float64)
-        up = _upsample(c, (h, w))
+        up = _upsample(c, torch.empty(2, 3, 2 * c.shape[2], 2 * c.shape[3], dtype=torch.float64))[..., :h, :w]
         reference = nn.functional.interpolate(c, scale_factor=2, mode="bilinear", align_corners=False)
         torch.testing.assert_close(up, reference[..., :h, :w])
         assert (up * r).sum().item() == pytest.approx((c * _downsample(r)).sum().item(), rel=1e-12)
@@ -412,3 +412,30 @@ def test_quantus_road_fails_on_three_channel_images():
     with pytest.raises(IndexError):
         _quantus_road(model, images.numpy(), np.array([0, 1]), saliency[:, None].numpy(), [50], batch_size=2)
     assert road_curve(model, images, saliency, [0, 1], fractions=[0.5]).shape == (2, 1)
+
+
+def test_confidence_change_per_image_by_hand_and_its_mean_is_the_reduced_value():
+    from caltech_cam.cam.metrics import confidence_change
+
+    images = smooth_images(4, 3, 16, seed=8)
+    model = tiny_net(seed=2)
+    maps = {
+        "a": blob_saliency(4, 16, seed=8),
+        "b": torch.rand(4, 16, 16, generator=torch.Generator().manual_seed(9)),
+    }
+    targets = [0, 1, 2, 1]
+    per_image = confidence_change(model, images, maps, targets, reduce=False, chunk_size=3)
+    reduced = confidence_change(model, images, maps, targets, chunk_size=3)
+    with torch.no_grad():
+        y = model(images).softmax(dim=1)[torch.arange(4), targets]
+        for name, m in maps.items():
+            o = model(images * m[:, None]).softmax(dim=1)[torch.arange(4), targets]
+            drop = 100 * (y - o).clamp_min(0) / y
+            torch.testing.assert_close(per_image[name]["average_drop"], drop)
+            torch.testing.assert_close(per_image[name]["increase_in_confidence"], 100 * (o > y).float())
+            for key in ("average_drop", "increase_in_confidence"):
+                assert per_image[name][key].shape == (4,)
+                torch.testing.assert_close(per_image[name][key].mean(), reduced[name][key])
+    assert (
+        0 < per_image["a"]["increase_in_confidence"].sum() < 400 or per_image["a"]["average_drop"].std() > 0
+    )
