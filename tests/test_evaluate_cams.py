@@ -197,18 +197,26 @@ def test_bad_cam_settings_fail_before_the_split_runs(
     with pytest.raises(
         ValueError, match=re.escape("unknown layer 'layer5'; the model's CAM layers are ['layer1'")
     ):
-        _evaluate(resnet_checkpoint, synthetic_root, tmp_path, "cams.layers=[layer5]")
+        _evaluate(resnet_checkpoint, synthetic_root, tmp_path, "cams.layers=layer5")  # one name, not a list
     with pytest.raises(ValueError, match=r"cams.num_images=500 but the test split has only \d+ images"):
         _evaluate(resnet_checkpoint, synthetic_root, tmp_path, "cams.num_images=500")
+    with pytest.raises(ValueError, match=re.escape("cams.tolerance=-1; expected pixels >= 0")):
+        _evaluate(resnet_checkpoint, synthetic_root, tmp_path, "cams.tolerance=-1")
+    with pytest.raises(ValueError, match=re.escape("unknown CAM metric 'roads'; choose from localization")):
+        _evaluate(resnet_checkpoint, synthetic_root, tmp_path, "cams.metrics=roads")
     assert not (tmp_path / "run" / "metrics.json").exists()  # refused before any work
 
 
-def test_a_boxes_file_of_another_set_is_refused(
+def test_a_boxes_file_of_another_set_or_outside_its_images_is_refused(
     resnet_checkpoint: Path, synthetic_root: Path, tmp_path: Path
 ) -> None:
     root = tmp_path / "copy"
     shutil.copytree(synthetic_root, root)
     boxes = json.loads((root / "boxes.json").read_text())
     (root / "boxes.json").write_text(json.dumps({f"other/{k}": v for k, v in boxes.items()}))
-    with pytest.raises(ValueError, match=r"none of the .* image paths .* is in .*boxes\.json"):
+    with pytest.raises(ValueError, match=r"boxes\.json .*does not match this set"):
+        _evaluate(resnet_checkpoint, root, tmp_path)
+    first = sorted(boxes)[0]
+    (root / "boxes.json").write_text(json.dumps({**boxes, first: [0, 0, 10_000, 10]}))
+    with pytest.raises(ValueError, match=re.escape(f"the box [0, 0, 10000, 10] of {first!r} is outside its")):
         _evaluate(resnet_checkpoint, root, tmp_path)

@@ -84,10 +84,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     plan = cam_plan(cfg.cams, module, datamodule, dataset, cfg.split) if cfg.get("cams") else None
     collector = LogitCollector()
     trainer = build_trainer(trained, callbacks=[collector], loggers=[])
+    # datamodule=, not its loaders: its on_after_batch_transfer finishes data.cache=uint8 batches on the device.
     if cfg.split == "test":
-        scores = trainer.test(module, dataloaders=datamodule.test_dataloader())
+        scores = trainer.test(module, datamodule=datamodule)
     else:
-        scores = trainer.validate(module, dataloaders=datamodule.val_dataloader())
+        scores = trainer.validate(module, datamodule=datamodule)
     output_dir = Path(cfg.paths.output_dir)
     result = {
         "checkpoint": str(ckpt),
@@ -144,18 +145,28 @@ def cam_plan(
 ) -> dict[str, Any]:
     """`cams.*` checked against the module and the split (methods, layers, metrics, target, N, boxes), with the
     chosen image indices and their boxes in model-input pixels."""
-    methods = [get_method(m).name for m in (cams.methods or [])]
+    methods = [get_method(m).name for m in _names(cams.methods)]
     if not methods:
         raise ValueError("cams.methods is empty; name at least one CAM method (caltech_cam.cam.METHODS)")
-    layers = check_layers_of(module.model, list(cams.layers or module.cam_layers), module.cam_layers)
-    metrics = check_metrics(list(cams.metrics) if cams.metrics is not None else None)
+    layers = check_layers_of(module.model, _names(cams.layers) or list(module.cam_layers), module.cam_layers)
+    metrics = check_metrics(None if cams.metrics is None else _names(cams.metrics))
     if cams.target not in TARGETS:
         raise ValueError(f"cams.target={cams.target!r}; expected one of {TARGETS}")
+    if cams.tolerance is not None and not cams.tolerance >= 0:
+        raise ValueError(
+            f"cams.tolerance={cams.tolerance!r}; expected pixels >= 0, or null (15/224 of the side)"
+        )
+    for key in ("sanity_images", "resamples"):
+        if not isinstance(cams[key], int) or cams[key] < 1:
+            raise ValueError(f"cams.{key}={cams[key]!r}; expected a positive int")
     indices = select_images(len(dataset), cams.num_images, int(cams.seed), split=split)
     boxes = present = None
     if "localization" in metrics:
-        paths = getattr(dataset, "paths", None)
-        found = boxes_for(resolve_root(datamodule.root), paths) if paths is not None else None
+        if not hasattr(dataset, "paths"):
+            raise TypeError(
+                f"the {split} dataset ({type(dataset).__name__}) has no .paths to look its boxes up by"
+            )
+        found = boxes_for(resolve_root(datamodule.root), dataset.paths)
         if found is not None:
             chosen = found.subset(indices)
             boxes, present = map_boxes(chosen, module.preset), chosen.present
@@ -170,6 +181,13 @@ def cam_plan(
         "dataset": dataset,
         "settings": cams,
     }
+
+
+def _names(value: Any) -> list[str]:
+    """A config list of names; a single name (`cams.layers=layer4`) is a list of one, not of its letters."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
 def run_cams(plan: dict[str, Any], module: ClassifierModule, datamodule: Any) -> CamScores:

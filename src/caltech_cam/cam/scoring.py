@@ -2,19 +2,18 @@
 
 `score_cams` runs one engine pass per chunk of images (every layer's activations and gradients at once), forms each
 method's maps from it, and feeds every (method, layer) map, and the two baselines (a uniform-random map and a centred
-Gaussian, layer-independent), to each selected metric of `METRICS`. Per-image values are gathered, then summarized
+Gaussian, layer-independent), to each selected metric of `metric_registry.METRICS`. Per-image values are gathered, then summarized
 per (row, layer, column) as mean, 95 % percentile-bootstrap CI over images, n and the metric's runtime.
 
-A metric is one function `fn(batch: MapBatch) -> {column: (B,) tensor}` registered with `register_metric` (plus a
-test); NaN marks an image the column does not apply to (e.g. no box), which is excluded and counted. The sanity check
-(`sanity.py`) is model-level, not per map, and runs once on a subset of the scored images.
+A new metric is one function registered in `metric_registry.py` (plus a test). The sanity check (`sanity.py`) is
+model-level, not per map, and runs once on a subset of the scored images.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,142 +22,36 @@ from torch import Tensor, nn
 
 from caltech_cam.cam import localization as loc
 from caltech_cam.cam.engine import cams_from_capture, capture
-from caltech_cam.cam.methods import get_method
-from caltech_cam.cam.metrics import confidence_change, deletion_auc, insertion_auc
-from caltech_cam.cam.road import road_scores
+from caltech_cam.cam.methods import Method, get_method
+from caltech_cam.cam.metric_registry import (
+    DEFAULT_METRICS,
+    METRICS,
+    SANITY,
+    MapBatch,
+    Metric,
+    check_metrics,
+    register_metric,
+)
 from caltech_cam.cam.sanity import SANITY_THRESHOLD, cascading_randomization_many, sanity_summary
 
 TARGETS = ("label", "predicted")
-SANITY = "sanity"
-
-
-@dataclass(frozen=True)
-class MapBatch:
-    """What a metric sees: one chunk of images and one map per image. All tensors on the model's device.
-
-    `images` (B, C, H, W) normalized model input; `targets` (B,) the explained classes; `logits` (B, N) of the
-    unmasked images; `maps` (B, H, W) in [0, 1]; `masks` (B, H, W) bool boxes in model-input pixels and `kept`
-    (B,) bool (False: no box, or cropped away) when the split has boxes, else None; `tolerance` in pixels;
-    `generator` seeds any noise a metric draws.
-    """
-
-    model: nn.Module
-    images: Tensor
-    targets: Tensor
-    logits: Tensor
-    maps: Tensor
-    masks: Tensor | None
-    kept: Tensor | None
-    tolerance: float
-    chunk_size: int = 64
-    generator: torch.Generator | None = None  # for metrics that draw noise (ROAD's imputation), on the device
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A registered metric: `fn` returns {column: (B,)}; `columns` maps each column to 'higher' or 'lower' (better)."""
-
-    name: str
-    fn: Callable[[MapBatch], dict[str, Tensor]]
-    columns: dict[str, str]
-    needs_boxes: bool = False
-
-
-METRICS: dict[str, Metric] = {}
-# The default selection: everything. `cams.metrics` narrows it; ROAD and deletion/insertion cost the most forwards.
-DEFAULT_METRICS = ("localization", "confidence", "deletion", "insertion", "road", SANITY)
-
-
-def register_metric(
-    name: str, columns: dict[str, str], *, needs_boxes: bool = False
-) -> Callable[[Callable[[MapBatch], dict[str, Tensor]]], Callable[[MapBatch], dict[str, Tensor]]]:
-    """Add a metric function to `METRICS` under `name` with its columns ('higher' / 'lower' is better)."""
-
-    def add(fn: Callable[[MapBatch], dict[str, Tensor]]) -> Callable[[MapBatch], dict[str, Tensor]]:
-        if name in METRICS or name == SANITY:
-            raise ValueError(f"metric {name!r} is registered twice")
-        METRICS[name] = Metric(name, fn, dict(columns), needs_boxes)
-        return fn
-
-    return add
-
-
-@register_metric(
-    "localization",
-    {
-        "pointing_game": "higher",
-        "pointing_game_tol0": "higher",
-        "energy_pointing_game": "higher",
-        "relevance_mass": "higher",
-        "relevance_rank": "higher",
-    },
-    needs_boxes=True,
-)
-def localization(batch: MapBatch) -> dict[str, Tensor]:
-    """Pointing game (at the tolerance and at 0), energy pointing game, relevance mass and rank (localization.py);
-    NaN for images whose box is missing or cropped away."""
-    scores = loc.localization_scores(batch.maps, batch.masks, batch.tolerance)
-    return {k: torch.where(batch.kept, v.float(), torch.nan) for k, v in scores.items()}
-
-
-@register_metric("confidence", {"average_drop": "lower", "increase_in_confidence": "higher"})
-def confidence(batch: MapBatch) -> dict[str, Tensor]:
-    """Average Drop % and Increase in Confidence % per image (metrics.confidence_change, Grad-CAM++ paper)."""
-    per_image = confidence_change(
-        batch.model,
-        batch.images,
-        {"map": batch.maps},
-        batch.targets,
-        logits=batch.logits,
-        chunk_size=batch.chunk_size,
-        reduce=False,
-    )
-    return per_image["map"]
-
-
-@register_metric("deletion", {"deletion_auc": "lower"})
-def deletion(batch: MapBatch) -> dict[str, Tensor]:
-    """Deletion AUC (RISE, Petsiuk et al. 2018)."""
-    return {
-        "deletion_auc": deletion_auc(
-            batch.model, batch.images, batch.maps, batch.targets, chunk_size=batch.chunk_size
-        )
-    }
-
-
-@register_metric("insertion", {"insertion_auc": "higher"})
-def insertion(batch: MapBatch) -> dict[str, Tensor]:
-    """Insertion AUC (RISE, Petsiuk et al. 2018)."""
-    return {
-        "insertion_auc": insertion_auc(
-            batch.model, batch.images, batch.maps, batch.targets, chunk_size=batch.chunk_size
-        )
-    }
-
-
-@register_metric("road", {"road_morf": "lower", "road_lerf": "higher", "road": "higher"})
-def road(batch: MapBatch) -> dict[str, Tensor]:
-    """ROAD (Rong et al., ICML 2022): MoRF, LeRF and (LeRF − MoRF)/2 with noisy linear imputation (road.py)."""
-    return road_scores(
-        batch.model,
-        batch.images,
-        batch.maps,
-        batch.targets,
-        chunk_size=batch.chunk_size,
-        generator=batch.generator,
-    )
-
-
-def check_metrics(metrics: Sequence[str] | None) -> list[str]:
-    """The selected metric names in registry order; ValueError naming the unknown one and every known name."""
-    chosen = list(DEFAULT_METRICS if metrics is None else metrics)
-    known = [*METRICS, SANITY]
-    for name in chosen:
-        if name not in known:
-            raise ValueError(f"unknown CAM metric {name!r}; choose from {', '.join(known)}")
-    if not chosen:
-        raise ValueError(f"cams.metrics is empty; choose from {', '.join(known)}")
-    return [name for name in known if name in chosen]
+# Re-exported: callers reach the whole scoring API from this module.
+__all__ = [
+    "DEFAULT_METRICS",
+    "METRICS",
+    "SANITY",
+    "TARGETS",
+    "CamScores",
+    "MapBatch",
+    "Metric",
+    "bootstrap_ci",
+    "check_layers_of",
+    "check_metrics",
+    "register_metric",
+    "score_cams",
+    "select_images",
+    "summary_row",
+]
 
 
 def check_layers_of(model: nn.Module, layers: Sequence[str], cam_layers: Sequence[str]) -> list[str]:
@@ -207,6 +100,33 @@ def bootstrap_ci(
     alpha = (1 - level) / 2
     low, high = torch.quantile(means, torch.tensor([alpha, 1 - alpha], dtype=torch.float64)).tolist()
     return float(finite.mean()), low, high, n
+
+
+def summary_row(
+    layer: str,
+    method: str,
+    metric: str,
+    per_image: Tensor,
+    *,
+    better: str,
+    runtime_s: float,
+    resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """One report row: mean, bootstrap CI, n (finite values), excluded (NaN values), which way is better, runtime."""
+    mean, low, high, n = bootstrap_ci(per_image, resamples=resamples, seed=seed)
+    return {
+        "layer": layer,
+        "method": method,
+        "metric": metric,
+        "mean": mean,
+        "ci_low": low,
+        "ci_high": high,
+        "n": n,
+        "excluded": per_image.numel() - n,
+        "better": better,
+        "runtime_s": runtime_s,
+    }
 
 
 @dataclass
@@ -307,11 +227,9 @@ def score_cams(
                 maps[(method.name, layer)] = m
             _sync(device)
             runtime["maps"] += time.perf_counter() - t0
-        for name, baseline in (
-            ("uniform", loc.uniform_baseline(batch, size, generator=generator, device=device)),
-            ("centre", loc.centre_baseline(batch, size, device=device)),
-        ):
-            maps[(name, "*")] = baseline
+        # Baselines do not depend on the layer: scored once per chunk, repeated in every layer's table.
+        for name, make in loc.BASELINES.items():
+            maps[(name, "*")] = make(batch, size, generator=generator, device=device)
         for (row, layer), m in maps.items():
             view = MapBatch(model, images, seen.targets, seen.logits, m, masks, kept, tol, chunk_size, noise)
             for metric in per_map:
@@ -339,29 +257,23 @@ def score_cams(
         )
     result.runtime = runtime
     columns = {c: (metric.name, better) for metric in per_map for c, better in metric.columns.items()}
-    rows_of = [m.name for m in chosen] + ["uniform", "centre"]
     for layer in layers:
-        for row in rows_of:
-            key_layer = "*" if row in ("uniform", "centre") else layer
+        for row in [m.name for m in chosen] + list(loc.BASELINES):
+            key_layer = "*" if row in loc.BASELINES else layer
             for column, (metric_name, better) in columns.items():
-                if (row, key_layer, column) not in values:
-                    continue
-                per_image = torch.cat(values[(row, key_layer, column)])
-                mean, low, high, n = bootstrap_ci(per_image, resamples=resamples, seed=seed)
-                result.rows.append(
-                    {
-                        "layer": layer,
-                        "method": row,
-                        "metric": column,
-                        "mean": mean,
-                        "ci_low": low,
-                        "ci_high": high,
-                        "n": n,
-                        "excluded": per_image.numel() - n,
-                        "better": better,
-                        "runtime_s": seconds[(row, key_layer, metric_name)],
-                    }
-                )
+                if (row, key_layer, column) in values:
+                    result.rows.append(
+                        summary_row(
+                            layer,
+                            row,
+                            column,
+                            torch.cat(values[(row, key_layer, column)]),
+                            better=better,
+                            runtime_s=seconds[(row, key_layer, metric_name)],
+                            resamples=resamples,
+                            seed=seed,
+                        )
+                    )
     if SANITY in selected:
         _sanity(model, sanity_batch, chosen, list(layers), sanity_images, seed, resamples, result)
     return result
@@ -370,7 +282,7 @@ def score_cams(
 def _sanity(
     model: nn.Module,
     pairs: list[tuple[Tensor, Tensor]],
-    methods: list,
+    methods: list[Method],
     layers: list[str],
     count: int,
     seed: int,
@@ -402,20 +314,17 @@ def _sanity(
                 ("sanity_spearman", "spearman_above"),
                 ("sanity_spearman_all", "spearman_all"),
             ):
-                mean, low, high, n = bootstrap_ci(summary[key], resamples=resamples, seed=seed)
                 result.rows.append(
-                    {
-                        "layer": layer,
-                        "method": method.name,
-                        "metric": column,
-                        "mean": mean,
-                        "ci_low": low,
-                        "ci_high": high,
-                        "n": n,
-                        "excluded": int(summary[key].numel()) - n,
-                        "better": "lower",
-                        "runtime_s": elapsed / (len(methods) * len(layers)),
-                    }
+                    summary_row(
+                        layer,
+                        method.name,
+                        column,
+                        summary[key],
+                        better="lower",
+                        runtime_s=elapsed / (len(methods) * len(layers)),
+                        resamples=resamples,
+                        seed=seed,
+                    )
                 )
     flagged = [f"{m}@{layer}" for m, per in result.sanity.items() for layer, s in per.items() if s["flagged"]]
     result.notes.append(
