@@ -25,6 +25,7 @@ from caltech_cam.cam import (
 from caltech_cam.cam.localization import (
     box_masks,
     default_tolerance,
+    dilate,
     energy_pointing_game,
     map_boxes,
     pointing_game,
@@ -159,7 +160,7 @@ class GradCAMLogger(L.Callback):
         self._probe_indices: list[int] = []
         # Decoded once and kept on the device while the same files and device are asked for (key, tensors).
         self._probe: tuple[tuple, tuple[Tensor, Tensor]] | None = None
-        self._subset: tuple[tuple, tuple[Tensor, Tensor, Tensor]] | None = None
+        self._subset: tuple[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
         self._failure_warned = False
         self._no_logger_warned = False
         self._said: set[str] = set()
@@ -268,15 +269,20 @@ class GradCAMLogger(L.Callback):
             self._probe = (key, self._load(trainer, self._probe_indices, device))
         return self._probe[1]
 
-    def _subset_on(self, trainer: L.Trainer, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-        """The localization images, labels and box masks, built once and kept on the model's device."""
+    def _subset_on(self, trainer: L.Trainer, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The localization images, labels, box masks and the masks grown by the tolerance (the pointing game's
+        target region, fixed, so not recomputed per layer and epoch), built once and kept on the model's device."""
         assert self.located is not None
         key = self._key(trainer, self.located.indices, device)
         if self._subset is None or self._subset[0] != key:
             images, labels = self._load(trainer, self.located.indices, device)
             masks = box_masks(self.located.boxes.to(device), (images.shape[-2], images.shape[-1]))
-            self._subset = (key, (images, labels, masks))
+            self._subset = (key, (images, labels, masks, dilate(masks, self._tolerance(images))))
         return self._subset[1]
+
+    def _tolerance(self, images: Tensor) -> float:
+        """`tolerance`, or by default 15 px at 224 scaled to the input side (`localization.default_tolerance`)."""
+        return self.tolerance if self.tolerance is not None else default_tolerance(max(images.shape[-2:]))
 
     # ------------------------------------------------------------------------------------------------- hooks
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -333,13 +339,16 @@ class GradCAMLogger(L.Callback):
         writer.flush()
 
     def localize(
-        self, explainer: Explainer, images: Tensor, labels: Tensor, masks: Tensor
+        self, explainer: Explainer, images: Tensor, labels: Tensor, masks: Tensor, near: Tensor | None = None
     ) -> dict[str, Tensor]:
         """`gradcam/pointing_game/<layer>` and `gradcam/energy_pointing_game/<layer>`: 0-d tensors on the device,
         the means over `images` of `localization.pointing_game` (at `tolerance`) and `energy_pointing_game` of the
-        maps of the TRUE `labels`, chunk by chunk, one engine pass per chunk for every layer."""
+        maps of the TRUE `labels`, chunk by chunk, one engine pass per chunk for every layer. `near`:
+        `localization.dilate(masks, tolerance)` if already at hand (the pointing game at tolerance 0 on it is the
+        pointing game at `tolerance` on `masks`)."""
         size = (images.shape[-2], images.shape[-1])
-        tolerance = self.tolerance if self.tolerance is not None else default_tolerance(max(size))
+        if near is None:
+            near = dilate(masks, self._tolerance(images))
         hits: dict[str, list[Tensor]] = {layer: [] for layer in explainer.layers}
         energy: dict[str, list[Tensor]] = {layer: [] for layer in explainer.layers}
         for start in range(0, images.shape[0], self.chunk_size):
@@ -352,7 +361,7 @@ class GradCAMLogger(L.Callback):
                 gradients=explainer.method.uses_gradients,
             )
             for layer, maps in cams_from_capture(seen, explainer.method, size).items():
-                hits[layer].append(pointing_game(maps, masks[part], tolerance))
+                hits[layer].append(pointing_game(maps, near[part], 0.0))
                 energy[layer].append(energy_pointing_game(maps, masks[part]))
         # nanmean: a box clipped to under a pixel gives an empty mask, for which both scores are NaN.
         out = {f"gradcam/pointing_game/{layer}": torch.cat(v).nanmean() for layer, v in hits.items()}
