@@ -211,14 +211,15 @@ def main() -> None:
         f"threads={torch.get_num_threads()} workers={args.num_workers} repeats={args.repeats} "
         f"saved sides={low}-{high} px"
     )
-    head = "".join(f" | {r['side']:>4d} px / {r['images']:>5d} images           " for r in results)
-    print(f"{'':32s}{head}")
-    print(f"{'':32s}" + " |  pass s     (+%)  hook s      (%)" * len(results))
+
+    def cell(m: float, d: float, h: float, p: float) -> str:
+        return f" | {m:7.2f} ({d:+6.1f}) {h:6.3f} ({p:5.1f})"
+
+    width = len(cell(0, 0, 0, 0))
+    print(f"{'':32s}" + "".join(f" | {r['side']} px / {r['images']} images".ljust(width) for r in results))
+    print(f"{'':32s}" + f" | {'pass s':>7s} {'(+%)':>8s} {'hook s':>6s} {'(%)':>7s}" * len(results))
     for name in results[0]["rows"]:
-        cells = "".join(
-            f" | {m:7.2f} ({d:+6.1f}) {h:6.3f} ({p:5.1f})"
-            for m, d, h, p in (r["rows"][name] for r in results)
-        )
+        cells = "".join(cell(*r["rows"][name]) for r in results)
         print(f"{name:32s}{cells}")
     print(
         "pass s: median validation pass; (+%): its overhead over the pass without the callback; hook s: median "
