@@ -562,3 +562,37 @@ def test_boxes_that_do_not_match_the_split_stop_the_run_in_setup(tmp_path, synth
     with pytest.raises(ValueError, match=r"boxes\.json .*999\.nothing/x\.jpg"):
         trainer.fit(module, datamodule=datamodule)
     assert trainer.global_step == 0 and steps.started == 0
+
+
+def test_the_uint8_cache_gives_the_callback_the_live_paths_pictures_and_numbers(tmp_path, synthetic_root):
+    """data.cache=uint8: the datamodule's `finish_batch` turns the cached uint8 probe and subset into the live
+    path's normalized input, so every picture and scalar is the same as without the cache."""
+    from caltech_cam.build import build_datamodule, build_module
+
+    written = {}
+    for name, extra in (("live", []), ("cached", ["data.cache=uint8"])):
+        cfg = compose_train([*tiny_overrides(synthetic_root, tmp_path), *extra])
+        cfg.paths.output_dir = str(tmp_path / name)
+        datamodule = build_datamodule(cfg.data)
+        if extra and not hasattr(datamodule, "finish_batch"):
+            pytest.skip("this datamodule has no uint8 cache (data.cache)")
+        torch.manual_seed(0)
+        module = build_module(cfg, datamodule)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            logger=TensorBoardLogger(str(tmp_path / name), name="", version=""),
+            callbacks=[GradCAMLogger(num_images=3, localization_images=4, strict=True)],
+            enable_progress_bar=False,
+            limit_val_batches=1,
+        )
+        trainer.validate(module, datamodule=datamodule)
+        if extra:
+            assert datamodule.val_dataset[0][0].dtype == torch.uint8, "the callback read cached uint8 images"
+        (events,) = events_of(tmp_path / name)
+        tags = events.Tags()
+        written[name] = (
+            {tag: events.Images(tag)[0].encoded_image_string for tag in tags["images"]},
+            {tag: events.Scalars(tag)[0].value for tag in tags["scalars"] if tag.startswith("gradcam/")},
+        )
+    assert any("pointing_game" in tag for tag in written["live"][1])
+    assert written["cached"] == written["live"]
