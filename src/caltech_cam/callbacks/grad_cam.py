@@ -179,8 +179,8 @@ class GradCAMLogger(L.Callback):
                     f"{type(datamodule).__name__ if datamodule is not None else 'no datamodule'}. Pass "
                     "`datamodule=` to trainer.fit/validate or disable the callback."
                 )
-            # Every rank checks the boxes (a bad boxes file stops all ranks alike); only rank 0 uses them.
             self._probe_indices = select_probe(datamodule.val_dataset.labels, self.num_images)
+            # Every rank checks the boxes (a bad boxes file stops all ranks alike); only rank 0 uses them.
             self.located = self._locate(datamodule, module, trainer.is_global_zero)
         if self._writer(trainer) is None and trainer.is_global_zero and not self._no_logger_warned:
             log.warning(
@@ -197,9 +197,14 @@ class GradCAMLogger(L.Callback):
         root, paths = getattr(datamodule, "root", None), getattr(dataset, "paths", None)
         boxes = boxes_for(root, paths) if root is not None and paths is not None else None
         if boxes is None:
+            why = (
+                f"no boxes.json under {root}"
+                if root is not None and paths is not None
+                else "its datamodule has no .root or its dataset no .paths"
+            )
             self._say(
                 talk,
-                f"GradCAMLogger: the validation set has no boxes (no boxes.json under {root}); "
+                f"GradCAMLogger: the validation set has no boxes ({why}); "
                 "no localization scalars (gradcam/pointing_game, gradcam/energy_pointing_game).",
             )
             return None
