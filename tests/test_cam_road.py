@@ -22,6 +22,7 @@ from caltech_cam.cam.road import (
     road_curve,
     road_scores,
 )
+from tests.conftest import require
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -245,7 +246,7 @@ def test_morf_destroys_the_evidence_lerf_keeps_it():
 
 @pytest.mark.parametrize(("tol", "atol"), [(1e-4, 2e-3), (1e-6, 1e-4)])
 def test_imputation_matches_pytorch_grad_cam_sparse_solve(tol: float, atol: float):
-    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+    NoisyLinearImputer = require("pytorch_grad_cam.metrics.road").NoisyLinearImputer
 
     images = smooth_images(3, 3, 32)
     saliency = blob_saliency(3, 32)
@@ -268,13 +269,14 @@ def _grad_cam_counts(cams: np.ndarray, percentile: int, least: bool) -> np.ndarr
 
 @pytest.mark.parametrize("least", [False, True])
 def test_road_curve_matches_pytorch_grad_cam_road(least: bool):
-    from pytorch_grad_cam.metrics.perturbation_confidence import (
-        PerturbationConfidenceMetric,
-        RemoveLeastRelevantFirst,
-        RemoveMostRelevantFirst,
-    )
-    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+    perturbation = require("pytorch_grad_cam.metrics.perturbation_confidence")
+    NoisyLinearImputer = require("pytorch_grad_cam.metrics.road").NoisyLinearImputer
+    ClassifierOutputSoftmaxTarget = require(
+        "pytorch_grad_cam.utils.model_targets"
+    ).ClassifierOutputSoftmaxTarget
+    PerturbationConfidenceMetric = perturbation.PerturbationConfidenceMetric
+    RemoveLeastRelevantFirst = perturbation.RemoveLeastRelevantFirst
+    RemoveMostRelevantFirst = perturbation.RemoveMostRelevantFirst
 
     size, batch = 16, 2
     images = smooth_images(batch, 3, size)
@@ -318,8 +320,7 @@ def test_road_curve_matches_pytorch_grad_cam_road(least: bool):
 def _quantus_road(
     model: nn.Module, x: np.ndarray, y: np.ndarray, a: np.ndarray, percentages, batch_size: int
 ):
-    import quantus
-
+    quantus = require("quantus")
     metric = quantus.ROAD(
         percentages=percentages, noise=0.0, disable_warnings=True, display_progressbar=False
     )
@@ -378,7 +379,7 @@ def test_deletion_insertion_match_torchcam():
     # deletion to a zero baseline (both), insertion from RISE's blur (torch-cam's baseline callable), softmax.
     # Where they differ: torch-cam's default is 20 steps of ⌈HW/20⌉ pixels integrated over the actual fractions,
     # and insertion from zeros; ours integrates over t = s/steps with ⌊s·HW/steps⌋ pixels from the blur.
-    from torchcam.metrics import DeletionInsertionMetric
+    DeletionInsertionMetric = require("torchcam.metrics").DeletionInsertionMetric
 
     size, batch = 16, 3
     images = smooth_images(batch, 3, size, seed=6)

@@ -237,8 +237,12 @@ def noisy_linear_impute(
         raise ValueError(
             f"need tol > 0, max_iter >= 1, noise >= 0; got tol={tol}, max_iter={max_iter}, noise={noise}"
         )
-    if removed.flatten(1).all(dim=1).any():
-        raise ValueError("an image has every pixel removed: nothing is left to impute from")
+    everything = removed.flatten(1).all(dim=1)
+    if everything.any():
+        raise ValueError(
+            f"images {everything.nonzero().flatten().tolist()} have every pixel removed: nothing is left to impute "
+            "from (remove fewer than H·W pixels)"
+        )
     removed = removed.to(images.device)
     filled = _solve(images, removed, tol, max_iter)
     if noise > 0:
