@@ -1,8 +1,11 @@
 """The data half: index a Caltech-layout folder, decode-check it, split it, and serve preset-transformed batches."""
 
+from caltech_cam.data.boxes import ImageBoxes, boxes_for
+from caltech_cam.data.cache import CachedDataset, CacheError, ensure_cache
 from caltech_cam.data.check import FileCheck, check_images
 from caltech_cam.data.datamodule import CaltechDataModule, CaltechDataset
 from caltech_cam.data.decode import MAX_PIXELS, BadImageError, decode_rgb, load_rgb
+from caltech_cam.data.device_aug import finish_preset
 from caltech_cam.data.download import DownloadError, download_caltech256
 from caltech_cam.data.index import (
     IMAGE_EXTENSIONS,
@@ -35,6 +38,8 @@ __all__ = [
     "PRESET_NAMES",
     "SPLITS",
     "BadImageError",
+    "CacheError",
+    "CachedDataset",
     "CaltechDataModule",
     "CaltechDataset",
     "DataNotPreparedError",
@@ -42,6 +47,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DownloadError",
     "FileCheck",
+    "ImageBoxes",
     "ImageFile",
     "ManifestRow",
     "NearDuplicateConfig",
@@ -49,10 +55,13 @@ __all__ = [
     "Skipped",
     "SplitConfig",
     "SyntheticInfo",
+    "boxes_for",
     "check_images",
     "decode_rgb",
     "download_caltech256",
+    "ensure_cache",
     "ensure_synthetic",
+    "finish_preset",
     "format_summary",
     "generate_synthetic",
     "index_root",
