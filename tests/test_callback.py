@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from caltech_cam.callbacks import GradCAMLogger, select_probe
+from caltech_cam.callbacks.grad_cam import GradCAMLogger, select_probe, select_subset
 from tests.conftest import compose_train, run_dirs, tiny_overrides
 
 
@@ -25,6 +25,11 @@ def events_of(folder: Path) -> list[EventAccumulator]:
         acc.Reload()
         accumulators.append(acc)
     return accumulators
+
+
+def scalar_values(accumulators: list[EventAccumulator], tag: str) -> list[float]:
+    """A tag's values over several event files, in file order."""
+    return [s.value for acc in accumulators if tag in acc.Tags()["scalars"] for s in acc.Scalars(tag)]
 
 
 def run_train(tmp_path: Path, root: Path, *extra: str, model: str = "resnet50") -> tuple[dict, Path]:
@@ -374,3 +379,220 @@ def test_two_process_ddp_only_rank_zero_computes_and_writes(tmp_path, synthetic_
     with_images = [e for e in events_of(run) if e.Tags()["images"]]
     assert len(with_images) == 1
     assert len(with_images[0].Images("gradcam/overview")) == 3
+
+
+# ------------------------------------------------------------------------------------------------ localization
+def test_subset_is_seeded_and_leaves_the_global_rng_alone():
+    state = torch.get_rng_state()
+    first = select_subset(100, 10, seed=3)
+    torch.manual_seed(123)  # a different global state: the subset does not depend on it
+    assert select_subset(100, 10, seed=3) == first
+    torch.set_rng_state(state)
+    expected = sorted(torch.randperm(100, generator=torch.Generator().manual_seed(3))[:10].tolist())
+    assert first == expected and len(set(first)) == 10
+    assert select_subset(100, 10, seed=4) != first
+    assert select_subset(7, 64, seed=0) == list(range(7))  # more than there are: all of them
+    before = torch.get_rng_state()
+    select_subset(100, 10, seed=0)
+    assert torch.equal(torch.get_rng_state(), before), "the global RNG advanced"
+    with pytest.raises(ValueError, match="localization_images must be >= 1, got 0"):
+        GradCAMLogger(localization_images=0)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
+        GradCAMLogger(chunk_size=0)
+    with pytest.raises(ValueError, match=r"tolerance must be >= 0 pixels.*-1"):
+        GradCAMLogger(tolerance=-1)
+
+
+def _oracle(module, datamodule, indices: list[int], layers: list[str], chunk_size: int) -> dict[str, float]:
+    """The localization scalars by hand: the library functions called directly on the subset."""
+    from caltech_cam.cam import compute_cams
+    from caltech_cam.cam.localization import (
+        box_masks,
+        default_tolerance,
+        energy_pointing_game,
+        map_boxes,
+        pointing_game,
+    )
+    from caltech_cam.data.boxes import boxes_for
+
+    dataset = datamodule.val_dataset
+    images = torch.stack([dataset[i][0] for i in indices])
+    labels = torch.tensor([dataset.labels[i] for i in indices])
+    boxes, kept = map_boxes(boxes_for(datamodule.root, dataset.paths).subset(indices), module.preset)
+    assert bool(kept.all()), "the oracle is given the scored images only"
+    masks = box_masks(boxes, (images.shape[-2], images.shape[-1]))
+    # In the callback's chunks: a layer1 map of a barely trained net is a near-cancelling sum whose min-max
+    # scaling magnifies the float round-off of another batch size (seen: 7e-4 in the energy score).
+    chunks = [
+        compute_cams(module.model, part, layers, targets=target)
+        for part, target in zip(images.split(chunk_size), labels.split(chunk_size), strict=True)
+    ]
+    maps = {layer: torch.cat([c[layer] for c in chunks]) for layer in layers}
+    out = {}
+    for layer in layers:
+        out[f"gradcam/pointing_game/{layer}"] = float(
+            pointing_game(maps[layer], masks, default_tolerance(images.shape[-1])).mean()
+        )
+        out[f"gradcam/energy_pointing_game/{layer}"] = float(energy_pointing_game(maps[layer], masks).mean())
+    return out
+
+
+class _Weights(L.Callback):
+    """The module's weights at each validation end (after the GradCAMLogger listed before it)."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.states.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+
+
+@pytest.mark.slow  # end to end: trains
+def test_localization_scalars_equal_the_functions_on_the_seeded_subset(tmp_path, synthetic_root, caplog):
+    datamodule, module = _built(tmp_path, synthetic_root)
+    layers = ["layer1", "layer2", "layer3", "layer4"]
+    callback = GradCAMLogger(num_images=2, localization_images=5, chunk_size=2, seed=1, strict=True)
+    weights = _Weights()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=1,  # the weights change between the two validation ends: that is enough
+        logger=TensorBoardLogger(str(tmp_path / "loc"), name="", version=""),
+        callbacks=[callback, weights],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+    )
+    with caplog.at_level(logging.INFO, logger="caltech_cam.callbacks.grad_cam"):
+        trainer.fit(module, datamodule=datamodule)
+    dataset = datamodule.val_dataset
+    drawn = select_subset(len(dataset), 5, seed=1)
+    clutter = datamodule.num_classes - 1  # the synthetic clutter class has no boxes
+    scored = [i for i in drawn if dataset.labels[i] != clutter]
+    assert callback.located is not None and callback.located.indices == scored and scored
+    assert callback.located.no_box == len(drawn) - len(scored) and callback.located.cut_off == 0
+    notes = [r.getMessage() for r in caplog.records if "localization scalars on" in r.getMessage()]
+    assert notes == [
+        f"GradCAMLogger: localization scalars on {len(scored)} of 5 validation images (seed 1); excluded: "
+        f"{len(drawn) - len(scored)} without a box, 0 whose box the crop cuts off."
+    ]
+    (events,) = events_of(tmp_path / "loc")
+    assert len(weights.states) == 2
+    for epoch, state in enumerate(weights.states):
+        module.load_state_dict(state)
+        for tag, value in _oracle(module, datamodule, scored, layers, chunk_size=2).items():
+            logged = [s.value for s in events.Scalars(tag)]
+            assert len(logged) == 2
+            assert logged[epoch] == pytest.approx(value, abs=1e-6), (tag, epoch)
+
+
+def _copy_without_boxes(root: Path, dst: Path, boxes: str | None = None) -> Path:
+    import shutil
+
+    shutil.copytree(root, dst, ignore=shutil.ignore_patterns("boxes.json", "synthetic.json"))
+    if boxes is not None:
+        (dst / "boxes.json").write_text(boxes)
+    return dst
+
+
+def _validate_twice(tmp_path: Path, root: Path, callback: GradCAMLogger, caplog) -> list[str]:
+    from caltech_cam.build import build_datamodule, build_module
+
+    cfg = compose_train([*tiny_overrides(root, tmp_path), "data.synthetic=null"])
+    cfg.paths.output_dir = str(tmp_path / "v")
+    datamodule = build_datamodule(cfg.data)
+    module = build_module(cfg, datamodule)
+    logger = TensorBoardLogger(str(tmp_path / "v"), name="", version="")
+    with caplog.at_level(logging.INFO, logger="caltech_cam.callbacks.grad_cam"):
+        for _ in range(2):
+            trainer = L.Trainer(
+                accelerator="cpu",
+                logger=logger,
+                callbacks=[callback],
+                enable_progress_bar=False,
+                limit_val_batches=1,
+            )
+            trainer.validate(module, datamodule=datamodule)
+    return [r.getMessage() for r in caplog.records if r.name == "caltech_cam.callbacks.grad_cam"]
+
+
+def test_without_boxes_one_note_and_no_localization_scalars(tmp_path, synthetic_root, caplog):
+    root = _copy_without_boxes(synthetic_root, tmp_path / "plain")
+    callback = GradCAMLogger(num_images=1, layers=["layer4"], strict=True)
+    messages = _validate_twice(tmp_path, root, callback, caplog)
+    notes = [m for m in messages if "has no boxes" in m]
+    assert notes == [
+        f"GradCAMLogger: the validation set has no boxes (no boxes.json under {root}); no localization scalars "
+        "(gradcam/pointing_game, gradcam/energy_pointing_game)."
+    ]
+    events = events_of(tmp_path / "v")  # each validate closes its writer: one event file each
+    assert not [t for e in events for t in e.Tags()["scalars"] if "pointing_game" in t]
+    assert len(scalar_values(events, "gradcam/average_drop/layer4")) == 2, "the rest is logged as before"
+
+
+def test_more_localization_images_than_the_split_uses_all_said_once(tmp_path, synthetic_root, caplog):
+    callback = GradCAMLogger(
+        num_images=1, localization_images=1000, layers=["layer4"], faithfulness=False, strict=True
+    )
+    messages = _validate_twice(tmp_path, synthetic_root, callback, caplog)
+    assert callback.located is not None and callback.located.drawn == len(callback.located.indices) + (
+        callback.located.no_box
+    )
+    size = callback.located.drawn
+    assert [m for m in messages if "localization_images=1000" in m] == [
+        f"GradCAMLogger: localization_images=1000 but the validation set has {size} images; the localization "
+        "scalars use all of them."
+    ]
+    values = scalar_values(events_of(tmp_path / "v"), "gradcam/energy_pointing_game/layer4")
+    assert len(values) == 2 and values[0] == values[1] and 0.0 < values[0] < 1.0  # same weights, same subset
+
+
+def test_boxes_that_do_not_match_the_split_stop_the_run_in_setup(tmp_path, synthetic_root):
+    root = _copy_without_boxes(
+        synthetic_root, tmp_path / "other", boxes='{"999.nothing/x.jpg": [0, 0, 4, 4]}'
+    )
+    from caltech_cam.build import build_datamodule, build_module
+
+    cfg = compose_train([*tiny_overrides(root, tmp_path), "data.synthetic=null"])
+    cfg.paths.output_dir = str(tmp_path / "b")
+    datamodule = build_datamodule(cfg.data)
+    module = build_module(cfg, datamodule)
+    steps = _Steps()
+    trainer = _bare_trainer(GradCAMLogger(strict=False), steps)
+    with pytest.raises(ValueError, match=r"boxes\.json .*999\.nothing/x\.jpg"):
+        trainer.fit(module, datamodule=datamodule)
+    assert trainer.global_step == 0 and steps.started == 0
+
+
+def test_the_uint8_cache_gives_the_callback_the_live_paths_pictures_and_numbers(tmp_path, synthetic_root):
+    """data.cache=uint8: the datamodule's `finish_batch` turns the cached uint8 probe and subset into the live
+    path's normalized input, so every picture and scalar is the same as without the cache."""
+    from caltech_cam.build import build_datamodule, build_module
+
+    written = {}
+    if "cache" not in compose_train(tiny_overrides(synthetic_root, tmp_path)).data:
+        pytest.skip("this datamodule has no uint8 cache (data.cache)")
+    for name, extra in (("live", []), ("cached", ["data.cache=uint8"])):
+        cfg = compose_train([*tiny_overrides(synthetic_root, tmp_path), *extra])
+        cfg.paths.output_dir = str(tmp_path / name)
+        datamodule = build_datamodule(cfg.data)
+        torch.manual_seed(0)
+        module = build_module(cfg, datamodule)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            logger=TensorBoardLogger(str(tmp_path / name), name="", version=""),
+            callbacks=[GradCAMLogger(num_images=3, localization_images=4, strict=True)],
+            enable_progress_bar=False,
+            limit_val_batches=1,
+        )
+        trainer.validate(module, datamodule=datamodule)
+        if extra:
+            assert datamodule.val_dataset[0][0].dtype == torch.uint8, "the callback read cached uint8 images"
+        (events,) = events_of(tmp_path / name)
+        tags = events.Tags()
+        written[name] = (
+            {tag: events.Images(tag)[0].encoded_image_string for tag in tags["images"]},
+            {tag: events.Scalars(tag)[0].value for tag in tags["scalars"] if tag.startswith("gradcam/")},
+        )
+    assert any("pointing_game" in tag for tag in written["live"][1])
+    assert written["cached"] == written["live"]

@@ -15,8 +15,10 @@ from caltech_cam.cam import (
     compute_cams,
     confidence_change,
     deletion_auc,
+    deletion_curve,
     increase_in_confidence,
     insertion_auc,
+    insertion_curve,
     target_probabilities,
 )
 
@@ -111,6 +113,24 @@ def test_deletion_and_insertion_auc_by_hand(deletion):
         expected = rise_by_hand(model, images[i], saliency[i], int(targets[i]), 5, deletion)
         assert ours[i].item() == pytest.approx(expected, rel=1e-5)
     torch.testing.assert_close(metric(model, images, saliency, targets, steps=5, chunk_size=64), ours)
+
+
+def test_rise_curves_are_what_the_aucs_integrate():
+    torch.manual_seed(2)
+    model = PoolLinear()
+    images, saliency = torch.rand(2, 3, 8, 8), torch.rand(2, 8, 8)
+    targets = torch.tensor([1, 2])
+    for curve, auc in ((deletion_curve, deletion_auc), (insertion_curve, insertion_auc)):
+        points = curve(model, images, saliency, targets, steps=4)
+        assert points.shape == (2, 5)
+        torch.testing.assert_close(
+            torch.trapezoid(points, dx=0.25, dim=1), auc(model, images, saliency, targets, steps=4)
+        )
+    # Deletion starts at the unmasked image's p_c; insertion ends there.
+    with torch.no_grad():
+        full = model(images).softmax(dim=1).gather(1, targets[:, None])[:, 0]
+    torch.testing.assert_close(deletion_curve(model, images, saliency, targets, steps=4)[:, 0], full)
+    torch.testing.assert_close(insertion_curve(model, images, saliency, targets, steps=4)[:, -1], full)
 
 
 def test_rise_rewards_the_right_map():

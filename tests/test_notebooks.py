@@ -13,7 +13,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 
 def test_there_are_notebooks_to_run():
-    assert [p.name for p in NOTEBOOKS] == ["explain_layers.ipynb"], (
+    assert [p.name for p in NOTEBOOKS] == ["evaluation.ipynb", "explain_layers.ipynb"], (
         "new notebook? it runs below; update this list"
     )
 
@@ -29,6 +29,20 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -
     cfg.paths.output_dir = str(tmp / "run")
     results = train(cfg)
     return Path(results["last_checkpoint"])
+
+
+def table(text: str, header: str) -> dict[str, list[float]]:
+    """The rows (first word -> numbers) printed under the line that ends with `header`, up to the first non-row."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.rstrip().endswith(header)) + 1
+    rows = {}
+    for line in lines[start:]:
+        words = line.split()
+        try:
+            rows[words[0]] = [float(w) for w in words[1:]]
+        except (ValueError, IndexError):
+            break
+    return rows
 
 
 @pytest.mark.slow
@@ -51,9 +65,22 @@ def test_notebook_executes(path, checkpoint, synthetic_root, monkeypatch):
     assert not [out for out in outputs if out.output_type == "error"]
     text = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
     assert f"checkpoint: {checkpoint}" in text, "the notebook used the checkpoint it was given"
+    layers = ("layer1", "layer2", "layer3", "layer4")
+    if path.name == "evaluation.ipynb":
+        pictures = [out for out in outputs if "image/png" in out.get("data", {})]
+        assert len(pictures) == 3, "deletion/insertion, ROAD and sanity-check figures"
+        assert "4 images, layers layer1, layer2, layer3, layer4" in text
+        auc, road = table(text, "deletion AUC  insertion AUC"), table(text, "MoRF   LeRF   ROAD")
+        assert list(auc) == list(road) == list(layers)
+        for layer in layers:
+            assert all(0.0 <= v <= 1.0 for v in auc[layer]), "areas under probabilities over [0, 1]"
+            morf, lerf, score = road[layer]
+            assert score == pytest.approx((lerf - morf) / 2, abs=1.5e-3), "ROAD = (LeRF - MoRF) / 2"
+        verdicts = [line.split()[0] for line in text.splitlines() if line.endswith((": passes", ": FLAGGED"))]
+        assert verdicts == list(layers), "one sanity verdict per layer"
     if path.name == "explain_layers.ipynb":
         pictures = [out for out in outputs if "image/png" in out.get("data", {})]
         assert len(pictures) == 2, "the stage grid and the method grid"
         assert text.count(" true ") == 4, "one top-3 line per image"
         scores = [out["data"]["text/plain"] for out in outputs if out.output_type == "execute_result"][-1]
-        assert all(f"'{layer}'" in scores for layer in ("layer1", "layer2", "layer3", "layer4"))
+        assert all(f"'{layer}'" in scores for layer in layers)

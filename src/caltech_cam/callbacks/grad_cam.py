@@ -6,6 +6,7 @@ import itertools
 import logging
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -13,7 +14,23 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from caltech_cam.cam import Explainer, colormap_lut, get_method, require_explainable
+from caltech_cam.cam import (
+    Explainer,
+    cams_from_capture,
+    capture,
+    colormap_lut,
+    get_method,
+    require_explainable,
+)
+from caltech_cam.cam.localization import (
+    box_masks,
+    default_tolerance,
+    dilate,
+    energy_pointing_game,
+    map_boxes,
+    pointing_game,
+)
+from caltech_cam.data.boxes import boxes_for
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +56,60 @@ def select_probe(labels: Sequence[int], num_images: int) -> list[int]:
     return list(itertools.islice(rounds, num_images))
 
 
+def select_subset(size: int, num_images: int, seed: int) -> list[int]:
+    """Sorted indices of `num_images` of `size` items drawn without replacement by a generator seeded with `seed`
+    (its own generator: the global RNG is neither read nor advanced); all of them when `num_images >= size`."""
+    if num_images < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}.")
+    if num_images >= size:
+        return list(range(size))
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(size, generator=generator)[:num_images].tolist())
+
+
+@dataclass(frozen=True)
+class LocalizationSet:
+    """The validation images the localization scalars are scored on, fixed in `setup`.
+
+    `indices` into the validation set (the seeded subset minus the excluded), `boxes` (M, 4) xyxy in model-input
+    pixels, `drawn` how many were drawn, `no_box` / `cut_off` how many of those were excluded (no box, e.g.
+    clutter; box entirely outside the crop).
+    """
+
+    indices: list[int]
+    boxes: Tensor
+    drawn: int
+    no_box: int
+    cut_off: int
+
+
 class GradCAMLogger(L.Callback):
     """Logs, at every N-th validation end (sanity check skipped), on global rank 0 only:
 
     - `gradcam/<layer>`: the probe images with that layer's overlay, captioned true / predicted class;
     - `gradcam/overview`: rows = images, columns = input then each layer (the study's figure of ResNet stages);
-    - `gradcam/average_drop/<layer>` and `gradcam/increase_in_confidence/<layer>`: faithfulness on the probe.
+    - `gradcam/average_drop/<layer>` and `gradcam/increase_in_confidence/<layer>`: faithfulness on the probe;
+    - when the validation set has boxes (`data.boxes.boxes_for`; the synthetic set does, Caltech-256 does not)
+      and `localization`: `gradcam/pointing_game/<layer>` (fraction of images whose map maximum lies within
+      `tolerance` px of the box; default `localization.default_tolerance`, 15 px at 224) and
+      `gradcam/energy_pointing_game/<layer>` (mean share of the map's mass inside the box), in [0, 1].
+
+    The probe's maps explain the PREDICTED class (the captions say which). The localization maps explain the
+    TRUE label (does the map point at the object it should find?), on a fixed subset of `localization_images`
+    validation images drawn once with `seed` (`select_subset`; all of them if the set is smaller, said once),
+    boxes mapped through the module's preset; images without a box or whose box the crop cuts off entirely are
+    excluded and counted in a one-line note. They run in chunks of `chunk_size`, one engine pass (one forward,
+    one gradient) per chunk for every layer; all scalars reach the host in one read per validation end.
 
     The module must be `caltech_cam.cam.Explainable` (`.model`, `.cam_layers`, `.class_names`, `.preset`).
     Configuration is checked in `setup`, before the first epoch and whatever `strict` says: the module, layer
-    names, method (any alias of `methods.get_method`), and the datamodule's `val_dataset`; a missing
-    TensorBoardLogger is warned about there once, and then nothing is logged. Other ranks return at once (no
-    collectives inside, so no rank waits on another). The maps come from one `Explainer` pass on the unwrapped
-    `pl_module.model`, which leaves weights, `.grad`, BatchNorm statistics, RNG and module modes untouched. An
-    exception while logging is warned about once and training continues, unless `strict`.
+    names, method (any alias of `methods.get_method`), the datamodule's `val_dataset`, and its boxes (paths that
+    do not match, boxes outside the image); a missing TensorBoardLogger is warned about there once, and then
+    nothing is logged. Other ranks return at once (no collectives inside, so no rank waits on another). The maps
+    come from `Explainer` / engine passes on the unwrapped `pl_module.model`, which leave weights, `.grad`,
+    BatchNorm statistics, RNG and module modes untouched. A datamodule with `finish_batch` (uint8 cached
+    batches) finishes the stacked images as for validation, so the callback sees the model's normalized input.
+    An exception while logging is warned about once and training continues, unless `strict`.
     """
 
     def __init__(
@@ -64,15 +121,26 @@ class GradCAMLogger(L.Callback):
         colormap: str = "jet",
         alpha: float = 0.5,
         faithfulness: bool = True,
+        localization: bool = True,
+        localization_images: int = 64,
+        chunk_size: int = 32,
+        tolerance: float | None = None,
+        seed: int = 0,
         strict: bool = False,
     ) -> None:
         super().__init__()
-        if num_images < 1:
-            raise ValueError(f"num_images must be >= 1, got {num_images}.")
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
+        for name, value in (
+            ("num_images", num_images),
+            ("every_n_epochs", every_n_epochs),
+            ("localization_images", localization_images),
+            ("chunk_size", chunk_size),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}.")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+        if tolerance is not None and tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0 pixels (or null: 15 px at 224), got {tolerance}.")
         colormap_lut(colormap)
         self.num_images = num_images
         self.layers = list(layers) if layers else None
@@ -81,11 +149,21 @@ class GradCAMLogger(L.Callback):
         self.colormap = colormap
         self.alpha = alpha
         self.faithfulness = faithfulness
+        self.localization = localization
+        self.localization_images = localization_images
+        self.chunk_size = chunk_size
+        self.tolerance = tolerance
+        self.seed = seed
         self.strict = strict
+        self.located: LocalizationSet | None = None  # set in setup when the validation set has boxes
         self._explainer: Explainer | None = None
-        self._probe: tuple[Tensor, Tensor] | None = None
+        self._probe_indices: list[int] = []
+        # Decoded once and kept on the device while the same files and device are asked for (key, tensors).
+        self._probe: tuple[tuple, tuple[Tensor, Tensor]] | None = None
+        self._subset: tuple[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
         self._failure_warned = False
         self._no_logger_warned = False
+        self._said: set[str] = set()
 
     # ------------------------------------------------------------------------------------------------- checks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -101,12 +179,67 @@ class GradCAMLogger(L.Callback):
                     f"{type(datamodule).__name__ if datamodule is not None else 'no datamodule'}. Pass "
                     "`datamodule=` to trainer.fit/validate or disable the callback."
                 )
+            self._probe_indices = select_probe(datamodule.val_dataset.labels, self.num_images)
+            # Every rank checks the boxes (a bad boxes file stops all ranks alike); only rank 0 uses them.
+            self.located = self._locate(datamodule, module, trainer.is_global_zero)
         if self._writer(trainer) is None and trainer.is_global_zero and not self._no_logger_warned:
             log.warning(
                 "GradCAMLogger: no TensorBoardLogger among the trainer's loggers; nothing is logged "
                 "(callbacks.grad_cam.enabled=false silences this)."
             )
             self._no_logger_warned = True
+
+    def _locate(self, datamodule: Any, module: Any, talk: bool) -> LocalizationSet | None:
+        """The localization subset with its boxes in model-input pixels, or None (off, or no boxes: said once)."""
+        if not self.localization:
+            return None
+        dataset = datamodule.val_dataset
+        root, paths = getattr(datamodule, "root", None), getattr(dataset, "paths", None)
+        boxes = boxes_for(root, paths) if root is not None and paths is not None else None
+        if boxes is None:
+            why = (
+                f"no boxes.json under {root}"
+                if root is not None and paths is not None
+                else "its datamodule has no .root or its dataset no .paths"
+            )
+            self._say(
+                talk,
+                f"GradCAMLogger: the validation set has no boxes ({why}); "
+                "no localization scalars (gradcam/pointing_game, gradcam/energy_pointing_game).",
+            )
+            return None
+        drawn = select_subset(len(dataset), self.localization_images, self.seed)
+        if len(drawn) < self.localization_images:
+            self._say(
+                talk,
+                f"GradCAMLogger: localization_images={self.localization_images} but the validation set has "
+                f"{len(dataset)} images; the localization scalars use all of them.",
+            )
+        chosen = boxes.subset(drawn)
+        mapped, kept = map_boxes(chosen, module.preset)
+        present = chosen.present.bool()
+        located = LocalizationSet(
+            indices=[i for i, k in zip(drawn, kept.tolist(), strict=True) if k],
+            boxes=mapped[kept],
+            drawn=len(drawn),
+            no_box=int((~present).sum()),
+            cut_off=int((present & ~kept).sum()),
+        )
+        self._say(
+            talk,
+            f"GradCAMLogger: localization scalars on {len(located.indices)} of {located.drawn} validation images "
+            f"(seed {self.seed}); excluded: {located.no_box} without a box, {located.cut_off} whose box the "
+            "crop cuts off.",
+        )
+        if not located.indices:
+            return None
+        return located
+
+    def _say(self, talk: bool, message: str) -> None:
+        """An info line, once per callback and message, from rank 0."""
+        if talk and message not in self._said:
+            log.info(message)
+            self._said.add(message)
 
     def _explainer_for(self, module: Any) -> Explainer:
         if self._explainer is None or self._explainer.model is not module.model:
@@ -115,16 +248,46 @@ class GradCAMLogger(L.Callback):
             )
         return self._explainer
 
-    # ------------------------------------------------------------------------------------------------- probe
+    # ------------------------------------------------------------------------------------------------- images
+    @staticmethod
+    def _load(trainer: L.Trainer, indices: Sequence[int], device: torch.device) -> tuple[Tensor, Tensor]:
+        """Validation images `indices` as the model sees them (normalized, on `device`) and their labels."""
+        datamodule = trainer.datamodule
+        dataset = datamodule.val_dataset
+        items = [dataset[i] for i in indices]
+        images = torch.stack([image for image, _ in items]).to(device)
+        finish = getattr(datamodule, "finish_batch", None)
+        if finish is not None:  # uint8 cached items: the datamodule's own evaluation preset, on the device
+            images = finish(images, train=False)
+        return images, torch.tensor([label for _, label in items], device=device)
+
+    @staticmethod
+    def _key(trainer: L.Trainer, indices: Sequence[int], device: torch.device) -> tuple:
+        """What a kept batch depends on: the files (or indices) of the validation set, and the device."""
+        paths = getattr(trainer.datamodule.val_dataset, "paths", None)
+        return (tuple(str(paths[i]) for i in indices) if paths is not None else tuple(indices), str(device))
+
     def _probe_on(self, trainer: L.Trainer, device: torch.device) -> tuple[Tensor, Tensor]:
         """The probe batch (normalized images, labels), built once and kept on the model's device."""
-        if self._probe is None or self._probe[0].device != device:
-            dataset = trainer.datamodule.val_dataset
-            items = [dataset[i] for i in select_probe(dataset.labels, self.num_images)]
-            images = torch.stack([image for image, _ in items]).to(device)
-            labels = torch.tensor([label for _, label in items], device=device)
-            self._probe = (images, labels)
-        return self._probe
+        key = self._key(trainer, self._probe_indices, device)
+        if self._probe is None or self._probe[0] != key:
+            self._probe = (key, self._load(trainer, self._probe_indices, device))
+        return self._probe[1]
+
+    def _subset_on(self, trainer: L.Trainer, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The localization images, labels, box masks and the masks grown by the tolerance (the pointing game's
+        target region, fixed, so not recomputed per layer and epoch), built once and kept on the model's device."""
+        assert self.located is not None
+        key = self._key(trainer, self.located.indices, device)
+        if self._subset is None or self._subset[0] != key:
+            images, labels = self._load(trainer, self.located.indices, device)
+            masks = box_masks(self.located.boxes.to(device), (images.shape[-2], images.shape[-1]))
+            self._subset = (key, (images, labels, masks, dilate(masks, self._tolerance(images))))
+        return self._subset[1]
+
+    def _tolerance(self, images: Tensor) -> float:
+        """`tolerance`, or by default 15 px at 224 scaled to the input side (`localization.default_tolerance`)."""
+        return self.tolerance if self.tolerance is not None else default_tolerance(max(images.shape[-2:]))
 
     # ------------------------------------------------------------------------------------------------- hooks
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -164,10 +327,50 @@ class GradCAMLogger(L.Callback):
         for layer in explained.layers:
             writer.add_image(f"gradcam/{layer}", explained.grid([layer]), step, dataformats="CHW")
         writer.add_image("gradcam/overview", explained.grid(), step, dataformats="CHW")
+        scalars: dict[str, Tensor] = {}
         if self.faithfulness:
             for layer, values in explainer.faithfulness(explained).items():
-                writer.add_scalar(f"gradcam/average_drop/{layer}", float(values["average_drop"]), step)
-                writer.add_scalar(
-                    f"gradcam/increase_in_confidence/{layer}", float(values["increase_in_confidence"]), step
-                )
+                scalars[f"gradcam/average_drop/{layer}"] = values["average_drop"]
+                scalars[f"gradcam/increase_in_confidence/{layer}"] = values["increase_in_confidence"]
+        if self.located is not None:
+            # The labels are the differentiated classes (gather saves them for backward): no inference tensors.
+            with torch.inference_mode(False):
+                scalars.update(self.localize(explainer, *self._subset_on(trainer, pl_module.device)))
+        if scalars:
+            # One host read for every scalar of this validation end.
+            values = torch.stack([v.detach().float().reshape(()) for v in scalars.values()]).tolist()
+            for tag, value in zip(scalars, values, strict=True):
+                writer.add_scalar(tag, value, step)
         writer.flush()
+
+    def localize(
+        self, explainer: Explainer, images: Tensor, labels: Tensor, masks: Tensor, near: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """`gradcam/pointing_game/<layer>` and `gradcam/energy_pointing_game/<layer>`: 0-d tensors on the device,
+        the means over `images` of `localization.pointing_game` (at `tolerance`) and `energy_pointing_game` of the
+        maps of the TRUE `labels`, chunk by chunk, one engine pass per chunk for every layer. `near`:
+        `localization.dilate(masks, tolerance)` if already at hand (the pointing game at tolerance 0 on it is the
+        pointing game at `tolerance` on `masks`)."""
+        size = (images.shape[-2], images.shape[-1])
+        if near is None:
+            near = dilate(masks, self._tolerance(images))
+        hits: dict[str, list[Tensor]] = {layer: [] for layer in explainer.layers}
+        energy: dict[str, list[Tensor]] = {layer: [] for layer in explainer.layers}
+        for start in range(0, images.shape[0], self.chunk_size):
+            part = slice(start, start + self.chunk_size)
+            seen = capture(
+                explainer.model,
+                images[part],
+                explainer.layers,
+                targets=labels[part],
+                gradients=explainer.method.uses_gradients,
+            )
+            for layer, maps in cams_from_capture(seen, explainer.method, size).items():
+                hits[layer].append(pointing_game(maps, near[part], 0.0))
+                energy[layer].append(energy_pointing_game(maps, masks[part]))
+        # nanmean: a box clipped to under a pixel gives an empty mask, for which both scores are NaN.
+        out = {f"gradcam/pointing_game/{layer}": torch.cat(v).nanmean() for layer, v in hits.items()}
+        out.update(
+            {f"gradcam/energy_pointing_game/{layer}": torch.cat(v).nanmean() for layer, v in energy.items()}
+        )
+        return out

@@ -15,8 +15,10 @@ from caltech_cam.cam.metrics import (
     average_drop,
     confidence_change,
     deletion_auc,
+    deletion_curve,
     increase_in_confidence,
     insertion_auc,
+    insertion_curve,
     target_probabilities,
 )
 from caltech_cam.cam.render import colormap_lut, make_grid, overlay, save_png, to_pil
@@ -37,9 +39,11 @@ __all__ = [
     "compute_cams",
     "confidence_change",
     "deletion_auc",
+    "deletion_curve",
     "get_method",
     "increase_in_confidence",
     "insertion_auc",
+    "insertion_curve",
     "make_grid",
     "minmax",
     "overlay",

@@ -165,8 +165,23 @@ def _rise_auc(
     *,
     insertion: bool,
 ) -> Tensor:
-    """∫₀¹ p_c dt by the trapezoid rule on t = s/steps, (B,): deletion goes from the images to 0 (the mean colour
-    of a normalized input), insertion from RISE's blur (Gaussian, 11 px, σ = 5) to the images."""
+    """∫₀¹ p_c dt by the trapezoid rule on t = s/steps, (B,), of `_rise_curves`."""
+    curve = _rise_curves(model, images, saliency, targets, steps, chunk_size, insertion=insertion)
+    return torch.trapezoid(curve, dx=1.0 / steps, dim=1)
+
+
+def _rise_curves(
+    model: nn.Module,
+    images: Tensor,
+    saliency: Tensor,
+    targets: Tensor | Sequence[int] | None,
+    steps: int,
+    chunk_size: int,
+    *,
+    insertion: bool,
+) -> Tensor:
+    """p_c at t = s/steps, (B, steps+1): deletion goes from the images to 0 (the mean colour of a normalized
+    input), insertion from RISE's blur (Gaussian, 11 px, σ = 5) to the images."""
     if saliency.shape != (images.shape[0], *images.shape[-2:]):
         raise ValueError(f"saliency of shape {tuple(saliency.shape)}; expected (B, H, W) of the images")
     if steps < 1:
@@ -176,8 +191,7 @@ def _rise_auc(
         start, end = TF.gaussian_blur(images, kernel_size=[11, 11], sigma=[5.0, 5.0]), images
     else:
         start, end = images, torch.zeros_like(images)
-    curve = _rise_curve(model, start, end, saliency, classes, steps, chunk_size)
-    return torch.trapezoid(curve, dx=1.0 / steps, dim=1)
+    return _rise_curve(model, start, end, saliency, classes, steps, chunk_size)
 
 
 def deletion_auc(
@@ -212,3 +226,30 @@ def insertion_auc(
     t = s/steps; the blur is RISE's (Gaussian, 11 px, σ = 5). Costs B·(steps+1) forwards.
     """
     return _rise_auc(model, images, saliency, targets, steps, chunk_size, insertion=True)
+
+
+def deletion_curve(
+    model: nn.Module,
+    images: Tensor,
+    saliency: Tensor,
+    targets: Tensor | Sequence[int] | None = None,
+    *,
+    steps: int = 16,
+    chunk_size: int = 64,
+) -> Tensor:
+    """The curve `deletion_auc` integrates, (B, steps+1): p_c with the top fraction t = s/steps of pixels set to 0."""
+    return _rise_curves(model, images, saliency, targets, steps, chunk_size, insertion=False)
+
+
+def insertion_curve(
+    model: nn.Module,
+    images: Tensor,
+    saliency: Tensor,
+    targets: Tensor | Sequence[int] | None = None,
+    *,
+    steps: int = 16,
+    chunk_size: int = 64,
+) -> Tensor:
+    """The curve `insertion_auc` integrates, (B, steps+1): p_c of the blurred image with the top fraction t = s/steps
+    of pixels restored."""
+    return _rise_curves(model, images, saliency, targets, steps, chunk_size, insertion=True)
