@@ -53,7 +53,7 @@ def map_boxes(boxes: ImageBoxes, preset: Preset) -> tuple[Tensor, Tensor]:
     if preset.crop is not None:
         # torchvision's _center_crop_compute_crop_anchor: int(round(...)), Python's round (half to even).
         offset = round((resize - preset.crop) / 2.0)
-        mapped = (mapped - offset).clamp(0.0, float(preset.crop))
+        mapped = (mapped - offset).clamp(0.0, preset.crop)
     mapped = mapped.to(boxes.boxes.dtype)
     cols, rows = _centre_ranges(mapped[:, 0], mapped[:, 2]), _centre_ranges(mapped[:, 1], mapped[:, 3])
     kept = boxes.present & (cols[1] > cols[0]) & (rows[1] > rows[0])

@@ -328,7 +328,7 @@ def road_scores(
         raise ValueError("road_scores runs both orders; pass no 'order'")
     if targets is None:
         # Both orders must score the same class: fix the predicted one once.
-        chunk = int(kwargs.get("chunk_size", 64))  # type: ignore[arg-type]
+        chunk: int = kwargs.get("chunk_size", 64)  # type: ignore[assignment]
         with evaluating(model, grad=False, device_type=images.device.type):
             targets = torch.cat([logits_of(model(c)).argmax(dim=1) for c in images.split(chunk)])
     morf = road_curve(model, images, saliency, targets, order="morf", **kwargs).mean(dim=1)  # type: ignore[arg-type]
