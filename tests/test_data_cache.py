@@ -124,6 +124,22 @@ def test_a_changed_file_list_and_torchvision_rebuild_with_a_message(root_copy, t
     assert "resized by torchvision 0.1.0" in caplog.text and "rebuilding" in caplog.text
 
 
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_an_index_without_its_data_file_is_rebuilt(synthetic_root, tmp_path, caplog, damage, one_thread):
+    dm = datamodule(synthetic_root, tmp_path / "cache", cache="uint8")
+    rel, data = next(iter(dm.train_dataset.images.rows)), next((tmp_path / "cache").glob("uint8-*.bin"))
+    expected = dm.train_dataset.images[dm.train_dataset.images.rows[rel]].clone()
+    if damage == "deleted":
+        data.unlink()
+    else:
+        data.write_bytes(data.read_bytes()[:100])
+    caplog.set_level(logging.INFO, logger="caltech_cam.data.cache")
+    again = datamodule(synthetic_root, tmp_path / "cache", cache="uint8")
+    found = "missing" if damage == "deleted" else "100 bytes"
+    assert f"its data file {data} is {found}" in caplog.text and "rebuilding" in caplog.text
+    assert torch.equal(again.train_dataset.images[again.train_dataset.images.rows[rel]], expected)
+
+
 def test_another_size_is_another_cache(synthetic_root, tmp_path, caplog, one_thread):
     datamodule(synthetic_root, tmp_path / "cache", cache="uint8")
     caplog.set_level(logging.INFO, logger="caltech_cam.data.cache")

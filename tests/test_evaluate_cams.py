@@ -109,7 +109,10 @@ def test_cli_writes_scores_and_classification_reports(
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     (run,) = run_dirs(tmp_path, "evaluate")
-    scores = json.loads((run / "cam_scores.json").read_text())
+    # Strict JSON: a NaN (a column no image applies to) must be written as null.
+    scores = json.loads(
+        (run / "cam_scores.json").read_text(), parse_constant=lambda c: pytest.fail(f"JSON has {c}")
+    )
     rows = {(r["layer"], r["method"], r["metric"]): r for r in scores["rows"]}
     # Markdown: one table per layer, rows = methods then baselines, mean [CI] cells.
     for layer in LAYERS:
@@ -220,3 +223,10 @@ def test_a_boxes_file_of_another_set_or_outside_its_images_is_refused(
     (root / "boxes.json").write_text(json.dumps({**boxes, first: [0, 0, 10_000, 10]}))
     with pytest.raises(ValueError, match=re.escape(f"the box [0, 0, 10000, 10] of {first!r} is outside its")):
         _evaluate(resnet_checkpoint, root, tmp_path)
+
+
+def test_scores_json_writes_non_finite_numbers_as_null():
+    from caltech_cam.reports import _finite
+
+    row = {"mean": float("nan"), "ci": (float("inf"), 0.5), "n": 0, "notes": ["x"]}
+    assert _finite({"rows": [row]}) == {"rows": [{"mean": None, "ci": [None, 0.5], "n": 0, "notes": ["x"]}]}

@@ -178,6 +178,12 @@ class ClassifierModule(L.LightningModule):
 
     def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         x, y = batch
+        if not x.is_floating_point():
+            raise TypeError(
+                f"the model got a {x.dtype} batch: with data.cache=uint8 the datamodule finishes batches on the "
+                "device (on_after_batch_transfer), so pass datamodule= to the Trainer, or call "
+                "datamodule.finish_batch(images, train) on batches you feed yourself"
+            )
         if self._use_channels_last():
             x = x.contiguous(memory_format=torch.channels_last)
         logits, aux = split_outputs(self.network(x))

@@ -255,7 +255,10 @@ def write_cam_scores(scores: CamScores, output_dir: Path, writer_dir: Path, hpar
         "notes": scores.notes,
         "runtime_s": scores.runtime,
     }
-    (output_dir / "cam_scores.json").write_text(json.dumps(payload, indent=2, default=str))
+    # NaN (a column with no image, e.g. localization without boxes) is written as null: strict JSON parsers.
+    (output_dir / "cam_scores.json").write_text(
+        json.dumps(_finite(payload), indent=2, default=str, allow_nan=False)
+    )
     _write_csv(output_dir / "cam_scores.csv", scores.rows, CSV_FIELDS)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in scores.rows:
@@ -269,3 +272,14 @@ def write_cam_scores(scores: CamScores, output_dir: Path, writer_dir: Path, hpar
             for tag, value in finite.items():
                 writer.add_scalar(tag, value, 0)
     return cam_tables(scores)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, ±inf) replaced by None, through dicts, lists and tuples."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

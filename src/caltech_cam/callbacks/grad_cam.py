@@ -31,6 +31,7 @@ from caltech_cam.cam.localization import (
     pointing_game,
 )
 from caltech_cam.data.boxes import boxes_for
+from caltech_cam.data.index import resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,8 @@ class GradCAMLogger(L.Callback):
             return None
         dataset = datamodule.val_dataset
         root, paths = getattr(datamodule, "root", None), getattr(dataset, "paths", None)
+        if root is not None:
+            root = resolve_root(root)  # where evaluate reads boxes.json too: the class folders' parent
         boxes = boxes_for(root, paths) if root is not None and paths is not None else None
         if boxes is None:
             why = (

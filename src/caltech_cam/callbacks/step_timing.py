@@ -61,7 +61,9 @@ class StepTimer(L.Callback):
 
     - `timing/data_wait_s` (per step): host time from the end of the previous training batch (or the epoch's start,
       or the end of a validation pass) to this batch's start: the loader, the copy to the device and
-      `on_after_batch_transfer` (the device augmentation of `data.cache=uint8`).
+      `on_after_batch_transfer` (the device augmentation of `data.cache=uint8`). On CUDA the copy and the
+      augmentation are queued asynchronously before the start event: the host wait holds only their launch, and
+      their GPU time is counted in neither bucket (not yet measured on a GPU).
     - `timing/compute_s` (per step): this batch's start to its end: forward, backward, optimizer step. On CUDA it is
       timed by CUDA events read lazily, so no step synchronizes the device.
     - `timing/data_bound_fraction` (per epoch): Σ wait / Σ (wait + compute) over the epoch's steps after its first

@@ -150,7 +150,12 @@ def ensure_cache(
     old = CacheIndex.read(where)
     why = staleness(old, wanted, size)
     if why is None:
-        return where
+        data = folder / old.data
+        found = data.stat().st_size if data.is_file() else None
+        if found == old.nbytes:
+            return where
+        # An index without its data (deleted, truncated, copied without it) is rebuilt, not a dead end.
+        why = f"its data file {data} is {'missing' if found is None else f'{found} bytes, not {old.nbytes}'}"
     if old is None and (others := _other_sizes(where)):
         why += f" at {size} px (this root's cache at {', '.join(map(str, others))} px is kept)"
     # A first build is news; a rebuild replaces data someone may expect to be reused: say why, louder.
