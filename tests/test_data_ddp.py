@@ -1,7 +1,8 @@
 """The data contract under Lightning's own `ddp` launcher: every rank re-runs the script, as `trainer=ddp` does.
 
 Each rank sizes its model from the cheap class index before a Trainer exists; the Trainer then calls
-prepare_data on rank 0 alone (which generates the synthetic set and decode-checks it) and setup on both ranks.
+prepare_data on rank 0 alone (which generates the synthetic set, decode-checks it and builds the uint8 cache) and
+setup on both ranks, which map the one cache file and finish their batches on the device.
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ SCRIPT = textwrap.dedent(
 
     dm = CaltechDataModule(
         root=root / "synthetic", resize=32, batch_size=4, seed=7, output_dir=out, cache_dir=root / "cache",
-        synthetic={"num_classes": 3, "images_per_class": 8, "min_size": 40, "max_size": 48},
+        synthetic={"num_classes": 3, "images_per_class": 8, "min_size": 40, "max_size": 48}, cache="uint8",
     )
     existed = (root / "synthetic").exists()
     names = dm.class_names  # before any Trainer: the cheap index
+
+
+    seen = []
 
 
     class Tiny(L.LightningModule):
@@ -48,6 +52,7 @@ SCRIPT = textwrap.dedent(
 
         def training_step(self, batch, _):
             x, y = batch
+            seen.append([str(x.dtype), list(x.shape[1:])])
             return nn.functional.cross_entropy(self.head(x.mean((2, 3))), y)
 
         def configure_optimizers(self):
@@ -66,6 +71,8 @@ SCRIPT = textwrap.dedent(
         "decodes": len(decodes),
         "rows": hashlib.sha1(rows.encode()).hexdigest(),
         "train": len(dm.train_dataset),
+        "cache": dm.summary()["cache"],
+        "batches": seen,
     }))
     """
 )
@@ -91,6 +98,10 @@ def test_two_ranks_prepare_once_and_split_alike(tmp_path: Path) -> None:
     assert [r["decodes"] for r in ranks] == [24, 0]  # rank 0's prepare_data checks 3 x 8 files; rank 1 reads
     assert ranks[0]["rows"] == ranks[1]["rows"]
     assert ranks[0]["train"] == ranks[1]["train"] == 3 * 6  # 8 per class at 0.7/0.15/0.15: 6/1/1
+    # One cache file, built by rank 0 and mapped by both; batches reach the model finished (float, 3 x 32 x 32).
+    assert ranks[0]["cache"] == ranks[1]["cache"] and len(list((tmp_path / "cache").rglob("*.bin"))) == 1
+    for rank in ranks:
+        assert rank["batches"] and all(b == ["torch.float32", [3, 32, 32]] for b in rank["batches"])
     manifest = (out / "split_manifest.csv").read_text().splitlines()
     assert len(manifest) == 1 + 24
     assert sorted(p.name for p in out.iterdir()) == ["rank0.json", "rank1.json", "split_manifest.csv"]
