@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
@@ -88,6 +89,26 @@ def test_the_hook_follows_the_trainers_stage(synthetic_root, tmp_path, one_threa
     dm.trainer = SimpleNamespace(training=True, global_rank=0)
     images, _ = dm.on_after_batch_transfer(batch, 0)
     assert len({tuple(x.flatten()[:8].tolist()) for x in images}) > 1  # random crops, drawn per image
+
+
+def test_device_crops_are_drawn_per_rank_and_epoch_and_resume_alike(synthetic_root, tmp_path, one_thread):
+    dm = datamodule(synthetic_root, tmp_path / "cache", "inception", cache="uint8", sizes={"hflip": True})
+    batch = dm.train_dataset[0][0].expand(8, -1, -1, -1).contiguous()
+
+    def crops(rank: int, epochs: list[int]) -> list[Tensor]:
+        fresh = datamodule(
+            synthetic_root, tmp_path / "cache", "inception", cache="uint8", sizes={"hflip": True}
+        )
+        out = []
+        for epoch in epochs:
+            fresh.trainer = SimpleNamespace(training=True, global_rank=rank, current_epoch=epoch)
+            out.append(fresh.finish_batch(batch, train=True))
+        return out
+
+    epoch0, epoch1 = crops(0, [0, 1])
+    (resumed,) = crops(0, [1])  # a run resumed at epoch 1 draws what the uninterrupted run drew there
+    assert torch.equal(resumed, epoch1) and not torch.equal(epoch0, epoch1)
+    assert not torch.equal(crops(1, [0])[0], epoch0)  # another rank, another stream
 
 
 def test_a_rewritten_file_rebuilds_the_cache_with_a_message(root_copy, tmp_path, caplog, one_thread):

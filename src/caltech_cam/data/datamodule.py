@@ -151,7 +151,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         # DataLoader refuses a prefetch_factor without workers; null keeps its default (2).
         self.prefetch_factor = int(prefetch_factor) if prefetch_factor and self.num_workers > 0 else None
         self.cache = check_cache_mode(cache)
-        self._generators: dict[torch.device, torch.Generator] = {}
+        self._generators: dict[tuple[torch.device, int], torch.Generator] = {}
         self.split_config = SplitConfig.from_mapping(plain(split))
         self.split_file = Path(split_file) if split_file else None
         self.near_duplicates = NearDuplicateConfig.from_mapping(plain(near_duplicates))
@@ -337,13 +337,18 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
 
     # -- internals ---------------------------------------------------------------------------------------
     def _generator(self, device: torch.device) -> torch.Generator:
-        """One generator per device for the device augmentation, seeded from the run's seed and the global rank:
-        every rank draws its own crops (a shared global seed would give all ranks the same sequence)."""
-        if device not in self._generators:
-            trainer = getattr(self, "trainer", None)
-            rank = trainer.global_rank if trainer is not None else 0
-            self._generators[device] = torch.Generator(device).manual_seed(self.seed * 1_000_003 + rank)
-        return self._generators[device]
+        """One generator per device and epoch for the device augmentation, seeded from the run's seed, the global
+        rank and the epoch: every rank draws its own crops (a shared global seed would give all ranks the same
+        sequence), and a run resumed at epoch e draws what the uninterrupted run drew in epoch e."""
+        trainer = getattr(self, "trainer", None)
+        rank = trainer.global_rank if trainer is not None else 0
+        epoch = int(getattr(trainer, "current_epoch", 0) or 0)
+        key = (device, epoch)
+        if key not in self._generators:
+            self._generators = {k: g for k, g in self._generators.items() if k[0] != device}  # past epochs'
+            seed = ((self.seed * 1_000_003 + rank) * 1_000_033 + epoch) % 2**63
+            self._generators[key] = torch.Generator(device).manual_seed(seed)
+        return self._generators[key]
 
     def _loader(
         self, dataset: CaltechDataset, shuffle: bool, drop_last: bool, every_image_once: bool = False
