@@ -74,6 +74,9 @@ SCRIPT = textwrap.dedent(
         "cache": dm.summary()["cache"],
         "batches": seen,
     }))
+    # Leave as a well-behaved DDP script does: a gloo group still alive at interpreter exit can abort the process
+    # ("terminate called without an active exception") after all the work is done.
+    torch.distributed.destroy_process_group()
     """
 )
 
