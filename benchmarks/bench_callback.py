@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from caltech_cam.callbacks.grad_cam import GradCAMLogger
 from caltech_cam.data import CaltechDataModule, CaltechDataset, ensure_synthetic
 from caltech_cam.models import get_spec
-from caltech_cam.module import ClassifierModule
+from caltech_cam.models.classifier import ClassifierModule
 
 CLASSES = 10
 

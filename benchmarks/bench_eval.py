@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from caltech_cam.cam.metrics import deletion_auc, insertion_auc
-from caltech_cam.cam.road import ROAD_FRACTIONS, road_scores
+from caltech_cam.cam.metrics.faithfulness import deletion_auc, insertion_auc
+from caltech_cam.cam.metrics.road import ROAD_FRACTIONS, road_scores
 from caltech_cam.models import build_model
 
 

@@ -17,8 +17,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from caltech_cam.config import config_dir
 from caltech_cam.data import SyntheticInfo, generate_synthetic
+from caltech_cam.run.config import config_dir
 
 # The shared synthetic set: 4 class folders (3 objects + clutter) x 12 images, sides 64-96 px.
 SYNTHETIC_PARAMS = {"num_classes": 4, "images_per_class": 12, "seed": 0, "min_size": 64, "max_size": 96}
@@ -203,7 +203,7 @@ def one_step_checkpoint(
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
-    from caltech_cam.module import ClassifierModule
+    from caltech_cam.models.classifier import ClassifierModule
 
     torch.manual_seed(0)
     module = ClassifierModule(model_name, len(class_names), class_names, preset=preset, options=options)

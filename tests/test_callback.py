@@ -14,7 +14,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from caltech_cam.callbacks.grad_cam import GradCAMLogger, select_probe, select_subset
+from caltech_cam.callbacks.grad_cam import GradCAMLogger, select_probe
+from caltech_cam.cam.scoring import select_images
 from tests.conftest import compose_train, run_dirs, tiny_overrides
 
 
@@ -97,7 +98,7 @@ def test_fit_logs_each_layer_and_overview_at_every_validation(tmp_path, syntheti
 def test_validate_path_runs_under_inference_mode(tmp_path, synthetic_root):
     import lightning as L
 
-    from caltech_cam.build import build_datamodule, build_module
+    from caltech_cam.run.build import build_datamodule, build_module
 
     cfg = compose_train(tiny_overrides(synthetic_root, tmp_path))
     cfg.paths.output_dir = str(tmp_path / "v")
@@ -119,7 +120,7 @@ def test_validate_path_runs_under_inference_mode(tmp_path, synthetic_root):
 def _fit_weights(tmp_path: Path, root: Path, callbacks: list, name: str) -> dict[str, torch.Tensor]:
     import lightning as L
 
-    from caltech_cam.build import build_datamodule, build_module
+    from caltech_cam.run.build import build_datamodule, build_module
 
     cfg = compose_train(tiny_overrides(root, tmp_path))
     cfg.paths.output_dir = str(tmp_path / name)
@@ -150,7 +151,7 @@ def test_callback_changes_nothing_in_training(tmp_path, synthetic_root):
 
 
 def _built(tmp_path: Path, root: Path):
-    from caltech_cam.build import build_datamodule, build_module
+    from caltech_cam.run.build import build_datamodule, build_module
 
     cfg = compose_train(tiny_overrides(root, tmp_path))
     cfg.paths.output_dir = str(tmp_path / "built")
@@ -183,7 +184,10 @@ def _bare_trainer(*callbacks: L.Callback) -> L.Trainer:
 def test_a_wrong_layer_stops_the_run_before_training_even_when_not_strict(tmp_path, synthetic_root):
     # The same config `train` reads: strict=false used to let this reach the first validation end as a warning.
     extra = ("trainer.max_epochs=2", "callbacks.grad_cam.layers=[layer4,no_such_layer]")
-    with pytest.raises(ValueError, match=r"unknown layer 'no_such_layer'; valid names: conv1"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown layer 'no_such_layer'; the model's CAM layers are \['layer1'.*valid names: conv1",
+    ):
         run_train(tmp_path, synthetic_root, *extra, "callbacks.grad_cam.strict=false")
     (out,) = tmp_path.glob("run-*")
     assert not (out / "checkpoints").exists() and not (out / "metrics.json").exists()
@@ -321,7 +325,7 @@ class _Snapshots(L.Callback):
 @pytest.mark.slow  # end to end: trains
 def test_frozen_backbone_stays_fixed_then_thaws_with_the_callback_on(tmp_path, synthetic_root):
 
-    from caltech_cam.build import build_datamodule, build_module
+    from caltech_cam.run.build import build_datamodule, build_module
 
     cfg = compose_train([*tiny_overrides(synthetic_root, tmp_path), "model.freeze_backbone_epochs=1"])
     cfg.paths.output_dir = str(tmp_path / "f")
@@ -383,17 +387,20 @@ def test_two_process_ddp_only_rank_zero_computes_and_writes(tmp_path, synthetic_
 
 # ------------------------------------------------------------------------------------------------ localization
 def test_subset_is_seeded_and_leaves_the_global_rng_alone():
+    def subset(size, count, seed, default=None):
+        return select_images(size, count, seed, default=default)[0].tolist()
+
     state = torch.get_rng_state()
-    first = select_subset(100, 10, seed=3)
+    first = subset(100, 10, seed=3)
     torch.manual_seed(123)  # a different global state: the subset does not depend on it
-    assert select_subset(100, 10, seed=3) == first
+    assert subset(100, 10, seed=3) == first
     torch.set_rng_state(state)
     expected = sorted(torch.randperm(100, generator=torch.Generator().manual_seed(3))[:10].tolist())
     assert first == expected and len(set(first)) == 10
-    assert select_subset(100, 10, seed=4) != first
-    assert select_subset(7, 64, seed=0) == list(range(7))  # more than there are: all of them
+    assert subset(100, 10, seed=4) != first
+    assert subset(7, None, seed=0, default=64) == list(range(7))  # a default larger than the set: all of it
     before = torch.get_rng_state()
-    select_subset(100, 10, seed=0)
+    subset(100, 10, seed=0)
     assert torch.equal(torch.get_rng_state(), before), "the global RNG advanced"
     with pytest.raises(ValueError, match="localization_images must be >= 1, got 0"):
         GradCAMLogger(localization_images=0)
@@ -406,7 +413,7 @@ def test_subset_is_seeded_and_leaves_the_global_rng_alone():
 def _oracle(module, datamodule, indices: list[int], layers: list[str], chunk_size: int) -> dict[str, float]:
     """The localization scalars by hand: the library functions called directly on the subset."""
     from caltech_cam.cam import compute_cams
-    from caltech_cam.cam.localization import (
+    from caltech_cam.cam.metrics.localization import (
         box_masks,
         default_tolerance,
         energy_pointing_game,
@@ -466,7 +473,7 @@ def test_localization_scalars_equal_the_functions_on_the_seeded_subset(tmp_path,
     with caplog.at_level(logging.INFO, logger="caltech_cam.callbacks.grad_cam"):
         trainer.fit(module, datamodule=datamodule)
     dataset = datamodule.val_dataset
-    drawn = select_subset(len(dataset), 5, seed=1)
+    drawn = select_images(len(dataset), 5, seed=1)[0].tolist()
     clutter = datamodule.num_classes - 1  # the synthetic clutter class has no boxes
     scored = [i for i in drawn if dataset.labels[i] != clutter]
     assert callback.located is not None and callback.located.indices == scored and scored
@@ -496,7 +503,7 @@ def _copy_without_boxes(root: Path, dst: Path, boxes: str | None = None) -> Path
 
 
 def _validate_twice(tmp_path: Path, root: Path, callback: GradCAMLogger, caplog) -> list[str]:
-    from caltech_cam.build import build_datamodule, build_module
+    from caltech_cam.run.build import build_datamodule, build_module
 
     cfg = compose_train([*tiny_overrides(root, tmp_path), "data.synthetic=null"])
     cfg.paths.output_dir = str(tmp_path / "v")
@@ -530,28 +537,35 @@ def test_without_boxes_one_note_and_no_localization_scalars(tmp_path, synthetic_
     assert len(scalar_values(events, "gradcam/average_drop/layer4")) == 2, "the rest is logged as before"
 
 
-def test_more_localization_images_than_the_split_uses_all_said_once(tmp_path, synthetic_root, caplog):
-    callback = GradCAMLogger(
-        num_images=1, localization_images=1000, layers=["layer4"], faithfulness=False, strict=True
-    )
+def test_a_default_larger_than_the_split_uses_all_said_once(tmp_path, synthetic_root, caplog):
+    callback = GradCAMLogger(num_images=1, layers=["layer4"], faithfulness=False, strict=True)
     messages = _validate_twice(tmp_path, synthetic_root, callback, caplog)
     assert callback.located is not None and callback.located.drawn == len(callback.located.indices) + (
         callback.located.no_box
     )
     size = callback.located.drawn
-    assert [m for m in messages if "localization_images=1000" in m] == [
-        f"GradCAMLogger: localization_images=1000 but the validation set has {size} images; the localization "
-        "scalars use all of them."
+    assert size < 64, "the shared synthetic set's validation split is smaller than the default 64"
+    assert [m for m in messages if "by default" in m] == [
+        f"GradCAMLogger: localization scalars: 64 images by default, but the validation set has only {size}: "
+        "all of them are used."
     ]
     values = scalar_values(events_of(tmp_path / "v"), "gradcam/energy_pointing_game/layer4")
     assert len(values) == 2 and values[0] == values[1] and 0.0 < values[0] < 1.0  # same weights, same subset
+
+
+def test_an_explicit_count_larger_than_the_split_is_refused_in_setup(tmp_path, synthetic_root, caplog):
+    callback = GradCAMLogger(num_images=1, localization_images=1000, layers=["layer4"], strict=False)
+    with pytest.raises(
+        ValueError, match=r"localization_images=1000 but the validation set has only \d+ images"
+    ):
+        _validate_twice(tmp_path, synthetic_root, callback, caplog)
 
 
 def test_boxes_that_do_not_match_the_split_stop_the_run_in_setup(tmp_path, synthetic_root):
     root = _copy_without_boxes(
         synthetic_root, tmp_path / "other", boxes='{"999.nothing/x.jpg": [0, 0, 4, 4]}'
     )
-    from caltech_cam.build import build_datamodule, build_module
+    from caltech_cam.run.build import build_datamodule, build_module
 
     cfg = compose_train([*tiny_overrides(root, tmp_path), "data.synthetic=null"])
     cfg.paths.output_dir = str(tmp_path / "b")
@@ -567,7 +581,7 @@ def test_boxes_that_do_not_match_the_split_stop_the_run_in_setup(tmp_path, synth
 def test_the_uint8_cache_gives_the_callback_the_live_paths_pictures_and_numbers(tmp_path, synthetic_root):
     """data.cache=uint8: the datamodule's `finish_batch` turns the cached uint8 probe and subset into the live
     path's normalized input, so every picture and scalar is the same as without the cache."""
-    from caltech_cam.build import build_datamodule, build_module
+    from caltech_cam.run.build import build_datamodule, build_module
 
     written = {}
     if "cache" not in compose_train(tiny_overrides(synthetic_root, tmp_path)).data:

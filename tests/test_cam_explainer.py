@@ -135,7 +135,10 @@ def test_bad_configuration_fails_when_built_not_when_run(subject, images):
     calls = []
     handle = subject.model.register_forward_hook(lambda *args: calls.append(1))
     try:
-        with pytest.raises(ValueError, match=r"unknown layer 'layer9'; valid names: conv1"):
+        with pytest.raises(
+            ValueError,
+            match=r"unknown layer 'layer9'; the model's CAM layers are \['layer3', 'layer4'\]; valid names: conv1",
+        ):
             Explainer.of(subject, ["layer4", "layer9"])
         with pytest.raises(ValueError, match=r"unknown CAM method 'gradcam3'; choose one of gradcam"):
             Explainer.of(subject, method="gradcam3")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from caltech_cam.cam.localization import (
+from caltech_cam.cam.metrics.localization import (
     BASELINES,
     box_masks,
     centre_baseline,

@@ -11,8 +11,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
-from caltech_cam.cam.metrics import deletion_auc, insertion_auc
-from caltech_cam.cam.road import (
+from caltech_cam.cam.metrics.faithfulness import deletion_auc, insertion_auc
+from caltech_cam.cam.metrics.road import (
     ROAD_FRACTIONS,
     _downsample,
     _neighbour_sum,
@@ -416,7 +416,7 @@ def test_quantus_road_fails_on_three_channel_images():
 
 
 def test_confidence_change_per_image_by_hand_and_its_mean_is_the_reduced_value():
-    from caltech_cam.cam.metrics import confidence_change
+    from caltech_cam.cam.metrics.faithfulness import confidence_change
 
     images = smooth_images(4, 3, 16, seed=8)
     model = tiny_net(seed=2)

@@ -10,7 +10,7 @@ import torchvision
 from scipy import stats
 from torch import nn
 
-from caltech_cam.cam.sanity import (
+from caltech_cam.cam.metrics.sanity import (
     SANITY_THRESHOLD,
     average_ranks,
     cascading_randomization,

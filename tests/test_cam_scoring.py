@@ -9,19 +9,13 @@ import pytest
 import torch
 import torchvision
 
-from caltech_cam.cam import localization as loc
-from caltech_cam.cam.engine import compute_cams
-from caltech_cam.cam.metrics import confidence_change, deletion_auc
-from caltech_cam.cam.road import road_scores
-from caltech_cam.cam.scoring import (
-    METRICS,
-    bootstrap_ci,
-    check_layers_of,
-    check_metrics,
-    register_metric,
-    score_cams,
-    select_images,
-)
+from caltech_cam.cam.engine import check_layers, compute_cams
+from caltech_cam.cam.methods import METHODS, default_methods, register
+from caltech_cam.cam.metrics import localization as loc
+from caltech_cam.cam.metrics.faithfulness import confidence_change, deletion_auc
+from caltech_cam.cam.metrics.registry import METRICS, check_metrics, default_metrics, register_metric
+from caltech_cam.cam.metrics.road import road_scores
+from caltech_cam.cam.scoring import BoxSet, ScoringSpec, bootstrap_ci, score_cams, select_images
 
 
 def test_bootstrap_ci_against_numpy_with_the_same_draws() -> None:
@@ -38,17 +32,51 @@ def test_bootstrap_ci_against_numpy_with_the_same_draws() -> None:
     assert bootstrap_ci(torch.tensor([float("nan")]))[3] == 0
 
 
-def test_select_images() -> None:
-    assert select_images(5, None, 0).tolist() == [0, 1, 2, 3, 4]
-    picked = select_images(50, 8, seed=3)
-    assert picked.tolist() == sorted(set(picked.tolist())) and len(picked) == 8
-    assert torch.equal(picked, select_images(50, 8, seed=3)) and not torch.equal(
-        picked, select_images(50, 8, 4)
-    )
+def test_select_images_one_rule_for_explicit_and_default_counts() -> None:
+    assert select_images(5, None, 0)[0].tolist() == [0, 1, 2, 3, 4]
+    picked, note = select_images(50, 8, seed=3)
+    assert picked.tolist() == sorted(set(picked.tolist())) and len(picked) == 8 and note is None
+    # The draw is a seeded permutation's first N, sorted (its own generator: the global RNG is untouched).
+    expected = torch.randperm(50, generator=torch.Generator().manual_seed(3))[:8].sort().values
+    assert torch.equal(picked, expected)
+    assert not torch.equal(picked, select_images(50, 8, 4)[0])
+    # An explicit count larger than the split is an error naming both numbers ...
     with pytest.raises(ValueError, match=re.escape("cams.num_images=9 but the test split has only 8 images")):
-        select_images(8, 9, 0, split="test")
+        select_images(8, 9, 0, what="the test split", key="cams.num_images")
     with pytest.raises(ValueError, match="positive int or null, got 0"):
         select_images(8, 0, 0)
+    # ... a default larger than the split clamps to it, with one note line; a smaller default draws it.
+    every, note = select_images(7, None, 0, default=64, what="the validation set")
+    assert every.tolist() == list(range(7))
+    assert note == "64 images by default, but the validation set has only 7: all of them are used"
+    drawn, note = select_images(100, None, 3, default=10)
+    assert torch.equal(drawn, select_images(100, 10, 3)[0]) and note is None
+
+
+def test_defaults_are_read_from_the_registries() -> None:
+    """`cams.methods: null` / `cams.metrics: null` mean the registered defaults; a method registered as
+    non-default is left out of them but runs when named."""
+    assert default_methods() == [name for name, m in METHODS.items() if m.default]
+    assert set(default_methods()) >= {"gradcam", "hirescam", "eigencam"}
+    assert default_metrics()[-1] == "sanity" and set(default_metrics()) >= {"localization", "road"}
+    spec = ScoringSpec(layers=["layer3"])
+    assert spec.methods == default_methods() and spec.metrics == default_metrics()
+
+    @register("costly_test_method", default=False)
+    def costly(activations, gradients):
+        return activations.mean(dim=1)
+
+    try:
+        assert "costly_test_method" not in default_methods()
+        assert ScoringSpec(layers=["layer3"]).methods == default_methods()
+        assert ScoringSpec(layers=["layer3"], methods=["costly_test_method"]).methods == [
+            "costly_test_method"
+        ]
+    finally:
+        METHODS.pop("costly_test_method")
+        from caltech_cam.cam.methods import ALIASES
+
+        ALIASES.pop("costlytestmethod")
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +97,14 @@ def test_scores_equal_direct_metric_calls(setup) -> None:
     result = score_cams(
         model,
         batches,
-        methods=["gradcam", "layer-cam"],
-        layers=layers,
-        metrics=["localization", "deletion"],
-        boxes=(boxes, kept),
-        present=kept,
-        tolerance=2.0,
-        resamples=200,
+        ScoringSpec(
+            methods=["gradcam", "layer-cam"],
+            layers=layers,
+            metrics=["localization", "deletion"],
+            tolerance=2.0,
+            resamples=200,
+        ),
+        BoxSet(boxes, kept, present=kept),
     )
     rows = {(r["layer"], r["method"], r["metric"]): r for r in result.rows}
     masks = loc.box_masks(boxes, (32, 32))
@@ -106,10 +135,7 @@ def test_confidence_and_road_equal_direct_calls(setup) -> None:
     result = score_cams(
         model,
         [(images, labels)],
-        methods=["gradcam"],
-        layers=["layer3"],
-        metrics=["confidence", "road"],
-        seed=5,
+        ScoringSpec(methods=["gradcam"], layers=["layer3"], metrics=["confidence", "road"], seed=5),
     )
     rows = {(r["method"], r["metric"]): r for r in result.rows}
     maps = compute_cams(model, images, ["layer3"], targets=labels)["layer3"]
@@ -131,11 +157,13 @@ def test_without_boxes_localization_is_skipped_with_a_note_and_predicted_targets
     result = score_cams(
         model,
         [(images[:2], labels[:2])],
-        methods=["gradcam"],
-        layers=["layer3"],
-        target="predicted",
-        metrics=["localization", "deletion"],
-        resamples=50,
+        ScoringSpec(
+            methods=["gradcam"],
+            layers=["layer3"],
+            target="predicted",
+            metrics=["localization", "deletion"],
+            resamples=50,
+        ),
     )
     assert {r["metric"] for r in result.rows} == {"deletion_auc"}
     assert result.notes == [
@@ -159,10 +187,7 @@ def test_a_new_metric_is_one_function(setup) -> None:
         result = score_cams(
             model,
             [(images, labels)],
-            methods=["gradcam"],
-            layers=["layer3"],
-            metrics=["map_mean"],
-            resamples=50,
+            ScoringSpec(methods=["gradcam"], layers=["layer3"], metrics=["map_mean"], resamples=50),
         )
         maps = compute_cams(model, images, ["layer3"], targets=labels)["layer3"]
         row = next(r for r in result.rows if r["method"] == "gradcam")
@@ -180,19 +205,23 @@ def test_bad_settings_name_what_exists(setup) -> None:
     with pytest.raises(
         ValueError, match=re.escape("unknown layer 'layer9'; the model's CAM layers are ['layer4']")
     ):
-        check_layers_of(model, ["layer9"], ["layer4"])
+        check_layers(model, ["layer9"], ["layer4"])
+    with pytest.raises(ValueError, match="unknown layer 'layer9'; valid names: conv1"):
+        score_cams(model, [(images, labels)], ScoringSpec(layers=["layer9"]))
     with pytest.raises(ValueError, match="unknown CAM method 'gradcan'; choose one of gradcam"):
-        score_cams(model, [(images, labels)], methods=["gradcan"], layers=["layer3"])
+        ScoringSpec(methods=["gradcan"], layers=["layer3"])
+    with pytest.raises(ValueError, match="no CAM method named"):
+        ScoringSpec(methods=[], layers=["layer3"])
     with pytest.raises(
         ValueError, match=re.escape("cams.target='truth'; expected one of ('label', 'predicted')")
     ):
-        score_cams(model, [(images, labels)], methods=["gradcam"], layers=["layer3"], target="truth")
+        ScoringSpec(methods=["gradcam"], layers=["layer3"], target="truth")
+    with pytest.raises(ValueError, match=re.escape("cams.resamples=0; expected a positive int")):
+        ScoringSpec(layers=["layer3"], resamples=0)
     with pytest.raises(ValueError, match="3 boxes for at least 5 scored images"):
         score_cams(
             model,
             [(images, labels)],
-            methods=["gradcam"],
-            layers=["layer3"],
-            metrics=["localization"],
-            boxes=(torch.zeros(3, 4), torch.ones(3, dtype=torch.bool)),
+            ScoringSpec(methods=["gradcam"], layers=["layer3"], metrics=["localization"]),
+            BoxSet(torch.zeros(3, 4), torch.ones(3, dtype=torch.bool)),
         )

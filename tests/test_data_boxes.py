@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from caltech_cam.cam.localization import box_masks, map_boxes
+from caltech_cam.cam.metrics.localization import box_masks, map_boxes
 from caltech_cam.data.boxes import ImageBoxes, boxes_for
 from caltech_cam.data.presets import make_preset
 

@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from caltech_cam.config import config_dir
 from caltech_cam.data import BadImageError, CaltechDataModule, check_images, format_summary, index_root
+from caltech_cam.run.config import config_dir
 
 
 def _dm(root, tmp_path, **kwargs):

@@ -16,8 +16,8 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from caltech_cam.config import rank_tag
-from caltech_cam.distributed import NODE_VARIABLES, LaunchError, check_launch
+from caltech_cam.run.config import rank_tag
+from caltech_cam.run.launch import NODE_VARIABLES, LaunchError, check_trainer
 from tests.conftest import run_dirs, tiny_overrides
 
 RANK_VARIABLES = (
@@ -48,8 +48,8 @@ def trainer_cfg(**values):
 def test_more_cpu_processes_than_cores_is_refused(clean_env):
     cores = os.cpu_count()
     with pytest.raises(LaunchError, match=rf"trainer.devices={cores + 1} .* {cores} cores"):
-        check_launch(trainer_cfg(devices=cores + 1, strategy="ddp"), multirun=False)
-    check_launch(trainer_cfg(devices=cores, strategy="ddp"), multirun=False)
+        check_trainer(trainer_cfg(devices=cores + 1, strategy="ddp"), multirun=False)
+    check_trainer(trainer_cfg(devices=cores, strategy="ddp"), multirun=False)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() >= 8, reason="needs fewer than 8 GPUs")
@@ -58,43 +58,43 @@ def test_more_gpus_than_exist_is_refused(clean_env):
     with pytest.raises(
         LaunchError, match=rf"trainer.devices=8 asks for 8 GPU\(s\) but this machine has {have}"
     ):
-        check_launch(trainer_cfg(accelerator="gpu", devices=8), multirun=False)
+        check_trainer(trainer_cfg(accelerator="gpu", devices=8), multirun=False)
     with pytest.raises(LaunchError, match="asks for 8 GPU"):
-        check_launch(trainer_cfg(accelerator="gpu", devices="0,1,2,3,4,5,6,7"), multirun=False)
+        check_trainer(trainer_cfg(accelerator="gpu", devices="0,1,2,3,4,5,6,7"), multirun=False)
 
 
 def test_several_nodes_without_a_cluster_environment_is_refused(clean_env):
     with pytest.raises(
         LaunchError, match=r"num_nodes=2 needs a cluster environment.*MASTER_ADDR, MASTER_PORT, NODE_RANK"
     ):
-        check_launch(trainer_cfg(num_nodes=2, strategy="ddp"), multirun=False)
+        check_trainer(trainer_cfg(num_nodes=2, strategy="ddp"), multirun=False)
     for name, value in zip(NODE_VARIABLES, ("127.0.0.1", "29500", "1"), strict=True):
         clean_env.setenv(name, value)
-    check_launch(trainer_cfg(num_nodes=2, strategy="ddp"), multirun=False)
+    check_trainer(trainer_cfg(num_nodes=2, strategy="ddp"), multirun=False)
 
 
 def test_ddp_inside_a_multirun_is_refused_with_the_alternatives(clean_env):
     with pytest.raises(LaunchError, match=r"ddp_spawn.*hydra/launcher=slurm"):
-        check_launch(trainer_cfg(devices=2, strategy="ddp"), multirun=True)
+        check_trainer(trainer_cfg(devices=2, strategy="ddp"), multirun=True)
     # Lightning's `auto` with several devices is ddp, and so are its variants and the sharded strategies.
     for strategy in ("auto", "ddp_find_unused_parameters_false", "fsdp", "deepspeed_stage_2"):
         with pytest.raises(LaunchError, match="would replay the whole sweep"):
-            check_launch(trainer_cfg(devices=2, strategy=strategy), multirun=True)
+            check_trainer(trainer_cfg(devices=2, strategy=strategy), multirun=True)
     with pytest.raises(LaunchError, match="DDPStrategy"):
-        check_launch(
+        check_trainer(
             trainer_cfg(devices=2, strategy={"_target_": "lightning.pytorch.strategies.DDPStrategy"}),
             multirun=True,
         )
-    check_launch(trainer_cfg(devices=2, strategy="ddp_spawn"), multirun=True)
-    check_launch(trainer_cfg(devices=2, strategy="ddp_fork"), multirun=True)
-    check_launch(trainer_cfg(devices=1, strategy="auto"), multirun=True)
-    check_launch(trainer_cfg(devices=2, strategy="ddp"), multirun=False)
-    check_launch(trainer_cfg(devices=1, strategy="ddp"), multirun=True)
+    check_trainer(trainer_cfg(devices=2, strategy="ddp_spawn"), multirun=True)
+    check_trainer(trainer_cfg(devices=2, strategy="ddp_fork"), multirun=True)
+    check_trainer(trainer_cfg(devices=1, strategy="auto"), multirun=True)
+    check_trainer(trainer_cfg(devices=2, strategy="ddp"), multirun=False)
+    check_trainer(trainer_cfg(devices=1, strategy="ddp"), multirun=True)
     clean_env.setenv(
         "SLURM_NTASKS", "2"
     )  # inside a SLURM job the tasks are the ranks: nothing re-runs the sweep
     clean_env.setenv("SLURM_JOB_NAME", "train")
-    check_launch(trainer_cfg(devices=2, strategy="ddp"), multirun=True)
+    check_trainer(trainer_cfg(devices=2, strategy="ddp"), multirun=True)
 
 
 def test_rank_tag_names_every_non_zero_rank(clean_env):

@@ -11,11 +11,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from caltech_cam.build import prepared_datamodule
-from caltech_cam.config import config_dir
 from caltech_cam.data import index_root
 from caltech_cam.evaluate import EVAL_SPLITS, evaluate, training_config
-from caltech_cam.module import load_classifier
+from caltech_cam.models.checkpoints import load_classifier
+from caltech_cam.run.build import prepared_datamodule
+from caltech_cam.run.config import config_dir
 from tests.conftest import one_step_checkpoint
 
 
@@ -71,3 +71,41 @@ def test_unknown_split_is_refused_before_loading(tmp_path: Path) -> None:
     cfg = compose_evaluate([f"ckpt_path={tmp_path / 'missing.ckpt'}", "split=train"])
     with pytest.raises(ValueError, match=re.escape(f"split='train'; expected one of {EVAL_SPLITS}")):
         evaluate(cfg)
+
+
+def test_scoring_data_keys_override_the_run_and_the_others_get_a_sentence(
+    lone_checkpoint: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
+    base = [
+        f"ckpt_path={lone_checkpoint}",
+        f"data.root={synthetic_root}",
+        "trainer=cpu",
+        f"paths.root_dir={tmp_path}",
+    ]
+    module = load_classifier(lone_checkpoint)
+    # Every key a scoring run may change composes (no "Could not override 'data.cache'") and reaches the data.
+    overrides = {
+        "cache": "uint8",
+        "num_workers": 0,
+        "batch_size": 3,
+        "bad_images": "skip",
+        "cache_dir": str(tmp_path / "cache"),
+        "split_file": str(tmp_path / "split.csv"),
+        "pin_memory": False,
+        "persistent_workers": False,
+        "prefetch_factor": 4,
+    }
+    cfg = compose_evaluate([*base, *(f"data.{k}={v}" for k, v in overrides.items())])
+    cfg.paths.output_dir = str(tmp_path / "run")
+    trained = training_config(cfg, module, run_dir=None)
+    assert {k: trained.data[k] for k in overrides} == overrides
+    # The checkpoint and its run decide the rest: a sentence naming the key and why, not Hydra's message.
+    for key, value, why in (
+        ("resize", 64, "the checkpoint's preset decides the input size"),
+        ("split.mode", "per_class", "split_manifest.csv decides which images are scored"),
+        ("hflip", True, "training-only augmentation"),
+    ):
+        cfg = compose_evaluate([*base, f"+data.{key}={value}" if "." in key else f"data.{key}={value}"])
+        cfg.paths.output_dir = str(tmp_path / "run")
+        with pytest.raises(ValueError, match=re.escape(f"data.{key.split('.')[0]}=") + ".*" + re.escape(why)):
+            training_config(cfg, module, run_dir=None)

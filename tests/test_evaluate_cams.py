@@ -19,12 +19,12 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from caltech_cam.build import prepared_datamodule
-from caltech_cam.config import config_dir
 from caltech_cam.data import index_root
 from caltech_cam.evaluate import evaluate, training_config
-from caltech_cam.module import load_classifier
-from caltech_cam.reports import class_report
+from caltech_cam.models.checkpoints import load_classifier
+from caltech_cam.run.build import prepared_datamodule
+from caltech_cam.run.config import config_dir
+from caltech_cam.run.reports import class_report
 from tests.conftest import one_step_checkpoint, run_dirs
 
 METHODS = ["gradcam", "eigencam"]
@@ -226,7 +226,7 @@ def test_a_boxes_file_of_another_set_or_outside_its_images_is_refused(
 
 
 def test_scores_json_writes_non_finite_numbers_as_null():
-    from caltech_cam.reports import _finite
+    from caltech_cam.run.reports import _finite
 
     row = {"mean": float("nan"), "ci": (float("inf"), 0.5), "n": 0, "notes": ["x"]}
     assert _finite({"rows": [row]}) == {"rows": [{"mean": None, "ci": [None, 0.5], "n": 0, "notes": ["x"]}]}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from caltech_cam.metrics import MeanClassAccuracy
-from caltech_cam.module import _accuracy_metrics
+from caltech_cam.models.metrics import MeanClassAccuracy, accuracy_metrics
 
 
 def _logits(rankings: list[list[int]], num_classes: int) -> torch.Tensor:
@@ -28,7 +27,7 @@ def test_top1_top5_micro_against_hand_count():
         [3, 4, 0, 1, 2, 5, 6],  # target 4 at rank 2 -> top5 hit
     ]
     targets = torch.tensor([0, 1, 2, 5, 4])
-    metrics = _accuracy_metrics(7, "val/", per_class=True)
+    metrics = accuracy_metrics(7, "val/", per_class=True)
     metrics.update(_logits(rankings, 7), targets)
     result = {k: float(v) for k, v in metrics.compute().items()}
     assert result["val/acc_top1"] == pytest.approx(1 / 5)

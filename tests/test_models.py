@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torchvision.models import inception_v3, resnet50
 
-from caltech_cam.config import config_dir
 from caltech_cam.data import PRESET_NAMES
 from caltech_cam.models import (
     MODEL_SPECS,
@@ -24,6 +23,7 @@ from caltech_cam.models import (
     register_model,
 )
 from caltech_cam.models.weights import RESNET50_WEIGHTS, hub_cache_path, sum_input_channels, under
+from caltech_cam.run.config import config_dir
 
 NUM_CLASSES = 5
 # torchvision's published ImageNet statistics, written out as the oracle (not imported from the code under test).
@@ -126,7 +126,7 @@ def test_every_model_config_matches_its_registration() -> None:
 
 def test_a_new_backbone_is_one_registration() -> None:
     """Registering a builder makes it buildable, with its declared facts, and a ClassifierModule wraps it."""
-    from caltech_cam.module import ClassifierModule
+    from caltech_cam.models.classifier import ClassifierModule
 
     @register_model("tiny_test_net", preset="inception", in_channels=(1,), cam_layers=("body",), head=("fc",))
     def build_tiny(num_classes: int, *, in_channels: int, **_: object) -> nn.Module:

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from caltech_cam.config import config_dir
 from caltech_cam.data import make_preset
-from caltech_cam.models import MODEL_SPECS
-from caltech_cam.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, ClassifierModule, load_classifier
+from caltech_cam.models import MODEL_SPECS, ClassifierModule, load_classifier
+from caltech_cam.models.classifier import default_optimizer, default_scheduler
+from caltech_cam.run.config import config_dir
 from tests.conftest import compose_train, one_step_checkpoint, tiny_overrides
 
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "momentum": 0.9}
@@ -50,9 +50,9 @@ def test_python_defaults_equal_the_yaml(model):
         if key in own or key in FROM_THE_DATA or params[key].default is inspect.Parameter.empty:
             continue
         assert composed[key] == params[key].default, f"model.{key}: YAML {composed[key]!r} != Python"
-    assert OmegaConf.to_container(composed.optimizer) == DEFAULT_OPTIMIZER
-    scheduler = OmegaConf.to_container(composed.scheduler)
-    assert scheduler == DEFAULT_SCHEDULER, "conf/model/scheduler/cosine.yaml != DEFAULT_SCHEDULER"
+    # optimizer=None / scheduler=None read the very files the composed config holds (one source, no copy).
+    assert OmegaConf.to_container(composed.optimizer) == default_optimizer()
+    assert OmegaConf.to_container(composed.scheduler) == default_scheduler()
     # What differs per model is what the registry and the weights say: pretrained where ImageNet weights exist.
     assert composed.pretrained == (model != "my_inception_v3")
 
@@ -109,7 +109,7 @@ def test_inception_aux_loss_weight_at_299_px():
 
 
 def test_onecycle_peaks_per_group_over_the_whole_run(tmp_path, synthetic_root):
-    from caltech_cam.build import build_datamodule, build_module
+    from caltech_cam.run.build import build_datamodule, build_module
 
     cfg = compose_train(
         [*tiny_overrides(synthetic_root, tmp_path), "model/scheduler=onecycle", "model.backbone_lr_mult=0.5"]

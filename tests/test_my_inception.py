@@ -14,9 +14,8 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torchvision.models import inception_v3
 
-from caltech_cam.models import MODEL_SPECS, build_model
+from caltech_cam.models import MODEL_SPECS, ClassifierModule, build_model, load_classifier
 from caltech_cam.models.my_inception import MyInceptionV3, load_inception_v3_units
-from caltech_cam.module import ClassifierModule, load_classifier
 from tests.conftest import compose_train, one_step_checkpoint
 
 VARIANTS = [(block, bn) for block in ("study", "inception_a") for bn in (False, True)]

@@ -25,7 +25,7 @@ def test_plain_install_ships_the_configs(tmp_path):
     where = tmp_path / "elsewhere"
     where.mkdir()
     located = subprocess.run(
-        [sys.executable, "-c", "import caltech_cam.config as c; print(c.config_dir())"],
+        [sys.executable, "-c", "import caltech_cam.run.config as c; print(c.config_dir())"],
         cwd=where,
         env=env,
         capture_output=True,

@@ -17,9 +17,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from caltech_cam.config import config_dir
-from caltech_cam.launch import launcher_plugin, tasks_per_node
-from caltech_cam.resume import resume_checkpoint
+from caltech_cam.run.config import config_dir
+from caltech_cam.run.launch import launcher_plugin, tasks_per_node
+from caltech_cam.run.resume import resume_checkpoint
 from tests.conftest import compose_train, tiny_overrides
 from tests.slurm_cluster import SlurmCluster, read_epoch_log, wait_for
 

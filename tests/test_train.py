@@ -15,8 +15,8 @@ from hydra.core.object_type import ObjectType
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from caltech_cam.config import config_dir
 from caltech_cam.models import MODEL_SPECS
+from caltech_cam.run.config import config_dir
 from tests.conftest import compose_train, run_cli, run_dirs, tiny_overrides
 
 
@@ -40,7 +40,7 @@ def test_model_options_are_the_registered_models_and_share_the_classifier_settin
     shared = OmegaConf.load(config_dir() / "classifier.yaml")
     for model in options:
         cfg = compose_train([f"model={model}", "model.label_smoothing=0.1", "model/optimizer=adamw"])
-        assert cfg.model._target_ == "caltech_cam.module.ClassifierModule" and cfg.model.model_name == model
+        assert cfg.model._target_ == "caltech_cam.models.ClassifierModule" and cfg.model.model_name == model
         assert cfg.model.label_smoothing == 0.1 and cfg.model.optimizer._target_ == "torch.optim.AdamW"
         assert cfg.model.freeze_backbone_epochs == shared.freeze_backbone_epochs
 
@@ -134,9 +134,9 @@ def test_fast_dev_run_every_model(tmp_path, synthetic_root, model):
 # ------------------------------------------------------------------------------------------------ end to end
 def by_hand_test_scores(run: Path, ckpt: Path) -> dict[str, float]:
     """Top-1 and mean per-class accuracy of `ckpt` on `run`'s test split (its manifest), from the logits."""
-    from caltech_cam.build import prepared_datamodule
     from caltech_cam.data import MANIFEST_NAME
-    from caltech_cam.module import load_classifier
+    from caltech_cam.models.checkpoints import load_classifier
+    from caltech_cam.run.build import prepared_datamodule
 
     trained = OmegaConf.load(run / ".hydra" / "config.yaml")
     trained.data.split_file = str(run / MANIFEST_NAME)

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from caltech_cam.config import config_dir
+from caltech_cam.run.config import config_dir
 from caltech_cam.tune import (
     BEST_GROUP,
     BEST_NAME,

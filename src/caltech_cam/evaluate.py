@@ -11,33 +11,44 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 from torch.utils.tensorboard import SummaryWriter
 
-from caltech_cam.build import build_trainer, numbers, prepared_datamodule, training_run_dir, write_results
-from caltech_cam.cam.localization import map_boxes
-from caltech_cam.cam.methods import get_method
-from caltech_cam.cam.scoring import (
-    TARGETS,
-    CamScores,
-    check_layers_of,
-    check_metrics,
-    score_cams,
-    select_images,
-)
-from caltech_cam.config import config_dir
+from caltech_cam.callbacks.logits import LogitCollector
+from caltech_cam.cam.engine import check_layers
+from caltech_cam.cam.metrics.localization import map_boxes
+from caltech_cam.cam.scoring import BoxSet, CamScores, ScoringSpec, score_cams, select_images
 from caltech_cam.data import MANIFEST_NAME
 from caltech_cam.data.boxes import boxes_for
 from caltech_cam.data.index import resolve_root
-from caltech_cam.module import ClassifierModule, load_classifier
-from caltech_cam.reports import LogitCollector, class_report, write_cam_scores, write_classification
+from caltech_cam.models import ClassifierModule, load_classifier
+from caltech_cam.run.build import build_trainer, prepared_datamodule
+from caltech_cam.run.config import config_dir, register_resolvers
+from caltech_cam.run.reports import class_report, write_cam_scores, write_classification
+from caltech_cam.run.results import numbers, training_run_dir, write_results
+from caltech_cam.utils.devices import resolve_device
 
 log = logging.getLogger(__name__)
 
 # The splits a checkpoint can be scored on (data.splits.SPLITS are the three a split makes).
 EVAL_SPLITS = ("test", "val")
+# The data keys evaluate.yaml lists that the checkpoint or its training run decide; setting one gets this sentence
+# (every other key of evaluate.yaml's `data:` overrides the training run's value).
+_MANIFEST = "the training run's split_manifest.csv decides which images are scored (pass data.split_file=...)"
+FIXED_BY_THE_RUN = {
+    "preset": "the checkpoint's preset decides how images are prepared",
+    "resize": "the checkpoint's preset decides the input size",
+    "crop": "the checkpoint's preset decides the input size",
+    "random_resized_crop": "it is training-only augmentation; evaluation uses the preset's centre crop",
+    "hflip": "it is training-only augmentation",
+    "split": _MANIFEST,
+    "near_duplicates": _MANIFEST,
+    "seed": _MANIFEST,
+    "synthetic": "the checkpoint's data already exists (data.root=... points elsewhere)",
+    "download": "fetch the archive first with python -m caltech_cam.prepare data.download=true",
+    "output_dir": "evaluate writes into its own run directory (hydra.run.dir=...)",
+}
 
 
 def training_config(cfg: DictConfig, module: ClassifierModule, run_dir: Path | None) -> DictConfig:
@@ -59,8 +70,11 @@ def training_config(cfg: DictConfig, module: ClassifierModule, run_dir: Path | N
     # This run's own directory (the manifest copy goes there); the training run's data paths stay as they were.
     trained.paths.output_dir = cfg.paths.output_dir
     for key, value in cfg.data.items():
-        if value is not None:
-            trained.data[key] = value
+        if value is None:
+            continue
+        if key in FIXED_BY_THE_RUN:
+            raise ValueError(f"data.{key}={value!r} cannot apply to evaluate: {FIXED_BY_THE_RUN[key]}")
+        trained.data[key] = value
     preset = module.preset  # the checkpoint decides how images are prepared
     trained.data.update({"preset": preset.name, "resize": preset.resize, "crop": preset.crop})
     trained.trainer = cfg.trainer
@@ -107,7 +121,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             output_dir / "tensorboard",
             {
                 "split": cfg.split,
-                "target": plan["target"],
+                "target": plan["spec"].target,
                 "images": len(plan["indices"]),
                 "checkpoint": ckpt.name,
             },
@@ -143,25 +157,26 @@ def write_reports(
 def cam_plan(
     cams: DictConfig, module: ClassifierModule, datamodule: Any, dataset: Any, split: str
 ) -> dict[str, Any]:
-    """`cams.*` checked against the module and the split (methods, layers, metrics, target, N, boxes), with the
-    chosen image indices and their boxes in model-input pixels."""
-    methods = [get_method(m).name for m in _names(cams.methods)]
-    if not methods:
-        raise ValueError("cams.methods is empty; name at least one CAM method (caltech_cam.cam.METHODS)")
-    layers = check_layers_of(module.model, _names(cams.layers) or list(module.cam_layers), module.cam_layers)
-    metrics = check_metrics(None if cams.metrics is None else _names(cams.metrics))
-    if cams.target not in TARGETS:
-        raise ValueError(f"cams.target={cams.target!r}; expected one of {TARGETS}")
-    if cams.tolerance is not None and not cams.tolerance >= 0:
-        raise ValueError(
-            f"cams.tolerance={cams.tolerance!r}; expected pixels >= 0, or null (15/224 of the side)"
-        )
-    for key in ("sanity_images", "resamples"):
-        if not isinstance(cams[key], int) or cams[key] < 1:
-            raise ValueError(f"cams.{key}={cams[key]!r}; expected a positive int")
-    indices = select_images(len(dataset), cams.num_images, int(cams.seed), split=split)
-    boxes = present = None
-    if "localization" in metrics:
+    """`cams.*` checked against the module and the split (methods, layers, metrics, target, N, boxes) into a
+    `ScoringSpec`, with the chosen image indices and their boxes in model-input pixels."""
+    layers, _ = check_layers(module.model, _names(cams.layers) or list(module.cam_layers), module.cam_layers)
+    spec = ScoringSpec(
+        layers=layers,
+        methods=None if cams.methods is None else _names(cams.methods),
+        target=cams.target,
+        metrics=None if cams.metrics is None else _names(cams.metrics),
+        tolerance=cams.tolerance,
+        sanity_images=cams.sanity_images,
+        seed=int(cams.seed),
+        resamples=cams.resamples,
+    )
+    indices, note = select_images(
+        len(dataset), cams.num_images, int(cams.seed), what=f"the {split} split", key="cams.num_images"
+    )
+    if note:
+        log.info(note)
+    boxes = None
+    if "localization" in spec.metrics:
         if not hasattr(dataset, "paths"):
             raise TypeError(
                 f"the {split} dataset ({type(dataset).__name__}) has no .paths to look its boxes up by"
@@ -169,17 +184,15 @@ def cam_plan(
         found = boxes_for(resolve_root(datamodule.root), dataset.paths)
         if found is not None:
             chosen = found.subset(indices)
-            boxes, present = map_boxes(chosen, module.preset), chosen.present
+            mapped, kept = map_boxes(chosen, module.preset)
+            boxes = BoxSet(mapped, kept, chosen.present)
     return {
-        "methods": methods,
-        "layers": layers,
-        "metrics": metrics,
-        "target": cams.target,
+        "spec": spec,
         "indices": indices,
         "boxes": boxes,
-        "present": present,
         "dataset": dataset,
-        "settings": cams,
+        "device": resolve_device(cams.device, "cams.device"),
+        "batch_size": cams.batch_size,
     }
 
 
@@ -192,14 +205,11 @@ def _names(value: Any) -> list[str]:
 
 def run_cams(plan: dict[str, Any], module: ClassifierModule, datamodule: Any) -> CamScores:
     """Score the plan's images in chunks on `cams.device`, each chunk finished by the datamodule for the model."""
-    cams = plan["settings"]
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if cams.device == "auto" else cams.device
-    )
+    device = plan["device"]
     model = module.model.to(device).eval()
     loader = DataLoader(
         Subset(plan["dataset"], plan["indices"].tolist()),
-        batch_size=int(cams.batch_size or datamodule.batch_size),
+        batch_size=int(plan["batch_size"] or datamodule.batch_size),
         shuffle=False,
         num_workers=datamodule.num_workers,
     )
@@ -210,20 +220,10 @@ def run_cams(plan: dict[str, Any], module: ClassifierModule, datamodule: Any) ->
             images = images.to(device)
             yield (finish(images, train=False) if finish is not None else images), labels
 
-    return score_cams(
-        model,
-        batches(),
-        methods=plan["methods"],
-        layers=plan["layers"],
-        target=plan["target"],
-        metrics=plan["metrics"],
-        boxes=plan["boxes"],
-        present=plan["present"],
-        tolerance=cams.tolerance,
-        sanity_images=int(cams.sanity_images),
-        seed=int(cams.seed),
-        resamples=int(cams.resamples),
-    )
+    return score_cams(model, batches(), plan["spec"], plan["boxes"])
+
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")

@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, ListConfig
 
 from caltech_cam.cam import Explainer, get_method, save_png
-from caltech_cam.config import config_dir
 from caltech_cam.data.decode import BadImageError, load_rgb
 from caltech_cam.data.index import IMAGE_EXTENSIONS
-from caltech_cam.module import load_classifier
+from caltech_cam.models.checkpoints import load_classifier
+from caltech_cam.run.config import config_dir, register_resolvers
+from caltech_cam.utils.devices import resolve_device
+from caltech_cam.utils.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +113,17 @@ def explain(
         "images": records,
         "left_out": [str(p) for p in left_out],
     }
-    (out / "predictions.json").write_text(json.dumps(summary, indent=2))
+    write_text(out / "predictions.json", json.dumps(summary, indent=2))
     return summary
+
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="explain")
 def main(cfg: DictConfig) -> None:
     images = list(cfg.images) if isinstance(cfg.images, ListConfig) else [cfg.images]
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(cfg.device))
     summary = explain(
         cfg.ckpt_path,
         images,

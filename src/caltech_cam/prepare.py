@@ -17,10 +17,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from caltech_cam.config import config_dir
 from caltech_cam.data import CaltechDataModule, format_summary
 from caltech_cam.models import get_spec
 from caltech_cam.models.weights import prefetch
+from caltech_cam.run.config import config_dir, register_resolvers
+from caltech_cam.utils.files import write_text
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="prepare")
@@ -43,8 +46,7 @@ def main(cfg: DictConfig) -> None:
     if summary.get("cache"):
         print(f"uint8 cache ({datamodule.preset.resize} px): {summary['cache']}")
     if datamodule.output_dir is not None:
-        out = Path(datamodule.output_dir) / "data_summary.json"
-        out.write_text(json.dumps(summary, indent=2))
+        write_text(Path(datamodule.output_dir) / "data_summary.json", json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,32 +11,26 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from caltech_cam.build import (
+from caltech_cam.callbacks import SameRunDirectory
+from caltech_cam.data import CaltechDataModule
+from caltech_cam.run.build import (
     build_callbacks,
     build_datamodule,
     build_loggers,
     build_module,
     build_trainer,
     check_model_config,
-    numbers,
-    write_results,
 )
-from caltech_cam.config import config_dir, plain
-from caltech_cam.data import CaltechDataModule
-from caltech_cam.distributed import SameRunDirectory, check_launch
-from caltech_cam.launch import check_launcher
-from caltech_cam.resume import apply_resume
+from caltech_cam.run.config import config_dir, register_resolvers
+from caltech_cam.run.launch import check_launch
+from caltech_cam.run.results import numbers, viewing_hint, write_results
+from caltech_cam.run.resume import apply_resume
+from caltech_cam.utils.configs import plain
 
 log = logging.getLogger(__name__)
-
-
-def _is_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _data_summary(datamodule: CaltechDataModule) -> dict[str, Any]:
@@ -71,8 +65,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     padded twice) and only rank 0 writes results. `callbacks` are added to the configured ones (e.g. a tuner's).
     """
     check_model_config(cfg)
-    check_launch(cfg.trainer, multirun=_is_multirun())
-    check_launcher()
+    check_launch(cfg)
     apply_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
@@ -116,8 +109,12 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
         data=_data_summary(datamodule),
     )
     if trainer.is_global_zero:
-        write_results(results, Path(cfg.paths.output_dir), stages=("fit", "test"))
+        output_dir = Path(cfg.paths.output_dir)
+        write_results(results, output_dir, stages=("fit", "test"), footer=viewing_hint(loggers, output_dir))
     return results
+
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")

@@ -14,26 +14,20 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from caltech_cam.cam import (
-    Explainer,
-    cams_from_capture,
-    capture,
-    colormap_lut,
-    get_method,
-    require_explainable,
-)
-from caltech_cam.cam.localization import (
-    box_masks,
-    default_tolerance,
-    dilate,
-    energy_pointing_game,
-    map_boxes,
-    pointing_game,
-)
+from caltech_cam.cam.engine import cams_from_capture, capture
+from caltech_cam.cam.explainer import Explainer, require_explainable
+from caltech_cam.cam.methods import get_method
+from caltech_cam.cam.metrics.localization import box_masks, default_tolerance, map_boxes
+from caltech_cam.cam.metrics.registry import METRICS, MapBatch
+from caltech_cam.cam.render import check_style
+from caltech_cam.cam.scoring import select_images
 from caltech_cam.data.boxes import boxes_for
 from caltech_cam.data.index import resolve_root
 
 log = logging.getLogger(__name__)
+
+# Localization images per validation end when `localization_images` is not given (all of a smaller set, said once).
+LOCALIZATION_IMAGES = 64
 
 
 def select_probe(labels: Sequence[int], num_images: int) -> list[int]:
@@ -55,17 +49,6 @@ def select_probe(labels: Sequence[int], num_images: int) -> list[int]:
     deepest = max(len(v) for v in by_class.values())
     rounds = (by_class[c][depth] for depth in range(deepest) for c in classes if depth < len(by_class[c]))
     return list(itertools.islice(rounds, num_images))
-
-
-def select_subset(size: int, num_images: int, seed: int) -> list[int]:
-    """Sorted indices of `num_images` of `size` items drawn without replacement by a generator seeded with `seed`
-    (its own generator: the global RNG is neither read nor advanced); all of them when `num_images >= size`."""
-    if num_images < 1:
-        raise ValueError(f"num_images must be >= 1, got {num_images}.")
-    if num_images >= size:
-        return list(range(size))
-    generator = torch.Generator().manual_seed(seed)
-    return sorted(torch.randperm(size, generator=generator)[:num_images].tolist())
 
 
 @dataclass(frozen=True)
@@ -97,7 +80,8 @@ class GradCAMLogger(L.Callback):
 
     The probe's maps explain the PREDICTED class (the captions say which). The localization maps explain the
     TRUE label (does the map point at the object it should find?), on a fixed subset of `localization_images`
-    validation images drawn once with `seed` (`select_subset`; all of them if the set is smaller, said once),
+    validation images drawn once with `seed` (`cam.scoring.select_images`: by default 64, all of them if the set
+    is smaller, said once; an explicit `localization_images` larger than the set is an error),
     boxes mapped through the module's preset; images without a box or whose box the crop cuts off entirely are
     excluded and counted in a one-line note. They run in chunks of `chunk_size`, one engine pass (one forward,
     one gradient) per chunk for every layer; all scalars reach the host in one read per validation end.
@@ -123,7 +107,7 @@ class GradCAMLogger(L.Callback):
         alpha: float = 0.5,
         faithfulness: bool = True,
         localization: bool = True,
-        localization_images: int = 64,
+        localization_images: int | None = None,
         chunk_size: int = 32,
         tolerance: float | None = None,
         seed: int = 0,
@@ -133,16 +117,14 @@ class GradCAMLogger(L.Callback):
         for name, value in (
             ("num_images", num_images),
             ("every_n_epochs", every_n_epochs),
-            ("localization_images", localization_images),
+            ("localization_images", 1 if localization_images is None else localization_images),
             ("chunk_size", chunk_size),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}.")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
         if tolerance is not None and tolerance < 0:
             raise ValueError(f"tolerance must be >= 0 pixels (or null: 15 px at 224), got {tolerance}.")
-        colormap_lut(colormap)
+        check_style(colormap, alpha)
         self.num_images = num_images
         self.layers = list(layers) if layers else None
         self.method = get_method(method).name  # canonical: `gradcam++` is stored as `gradcampp`
@@ -161,7 +143,7 @@ class GradCAMLogger(L.Callback):
         self._probe_indices: list[int] = []
         # Decoded once and kept on the device while the same files and device are asked for (key, tensors).
         self._probe: tuple[tuple, tuple[Tensor, Tensor]] | None = None
-        self._subset: tuple[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
+        self._subset: tuple[tuple, tuple[Tensor, Tensor, Tensor]] | None = None
         self._failure_warned = False
         self._no_logger_warned = False
         self._said: set[str] = set()
@@ -211,13 +193,17 @@ class GradCAMLogger(L.Callback):
                 "no localization scalars (gradcam/pointing_game, gradcam/energy_pointing_game).",
             )
             return None
-        drawn = select_subset(len(dataset), self.localization_images, self.seed)
-        if len(drawn) < self.localization_images:
-            self._say(
-                talk,
-                f"GradCAMLogger: localization_images={self.localization_images} but the validation set has "
-                f"{len(dataset)} images; the localization scalars use all of them.",
-            )
+        drawn, note = select_images(
+            len(dataset),
+            self.localization_images,
+            self.seed,
+            default=LOCALIZATION_IMAGES,
+            what="the validation set",
+            key="localization_images",
+        )
+        drawn = drawn.tolist()
+        if note:
+            self._say(talk, f"GradCAMLogger: localization scalars: {note}.")
         chosen = boxes.subset(drawn)
         mapped, kept = map_boxes(chosen, module.preset)
         present = chosen.present.bool()
@@ -277,15 +263,14 @@ class GradCAMLogger(L.Callback):
             self._probe = (key, self._load(trainer, self._probe_indices, device))
         return self._probe[1]
 
-    def _subset_on(self, trainer: L.Trainer, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The localization images, labels, box masks and the masks grown by the tolerance (the pointing game's
-        target region, fixed, so not recomputed per layer and epoch), built once and kept on the model's device."""
+    def _subset_on(self, trainer: L.Trainer, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """The localization images, labels and box masks, built once and kept on the model's device."""
         assert self.located is not None
         key = self._key(trainer, self.located.indices, device)
         if self._subset is None or self._subset[0] != key:
             images, labels = self._load(trainer, self.located.indices, device)
             masks = box_masks(self.located.boxes.to(device), (images.shape[-2], images.shape[-1]))
-            self._subset = (key, (images, labels, masks, dilate(masks, self._tolerance(images))))
+            self._subset = (key, (images, labels, masks))
         return self._subset[1]
 
     def _tolerance(self, images: Tensor) -> float:
@@ -347,18 +332,21 @@ class GradCAMLogger(L.Callback):
         writer.flush()
 
     def localize(
-        self, explainer: Explainer, images: Tensor, labels: Tensor, masks: Tensor, near: Tensor | None = None
+        self, explainer: Explainer, images: Tensor, labels: Tensor, masks: Tensor
     ) -> dict[str, Tensor]:
         """`gradcam/pointing_game/<layer>` and `gradcam/energy_pointing_game/<layer>`: 0-d tensors on the device,
-        the means over `images` of `localization.pointing_game` (at `tolerance`) and `energy_pointing_game` of the
-        maps of the TRUE `labels`, chunk by chunk, one engine pass per chunk for every layer. `near`:
-        `localization.dilate(masks, tolerance)` if already at hand (the pointing game at tolerance 0 on it is the
-        pointing game at `tolerance` on `masks`)."""
+        the means over `images` of the registered `localization` metric's columns (`cam.metrics.registry`, the
+        function evaluate's table uses) on the maps of the TRUE `labels`, chunk by chunk, one engine pass per chunk
+        for every layer."""
         size = (images.shape[-2], images.shape[-1])
-        if near is None:
-            near = dilate(masks, self._tolerance(images))
-        hits: dict[str, list[Tensor]] = {layer: [] for layer in explainer.layers}
-        energy: dict[str, list[Tensor]] = {layer: [] for layer in explainer.layers}
+        metric = METRICS["localization"]
+        kept = torch.ones(
+            images.shape[0], dtype=torch.bool, device=images.device
+        )  # the excluded are not here
+        columns = {"pointing_game": "pointing_game", "energy_pointing_game": "energy_pointing_game"}
+        values: dict[tuple[str, str], list[Tensor]] = {
+            (c, layer): [] for c in columns for layer in explainer.layers
+        }
         for start in range(0, images.shape[0], self.chunk_size):
             part = slice(start, start + self.chunk_size)
             seen = capture(
@@ -369,11 +357,18 @@ class GradCAMLogger(L.Callback):
                 gradients=explainer.method.uses_gradients,
             )
             for layer, maps in cams_from_capture(seen, explainer.method, size).items():
-                hits[layer].append(pointing_game(maps, near[part], 0.0))
-                energy[layer].append(energy_pointing_game(maps, masks[part]))
+                view = MapBatch(
+                    explainer.model,
+                    images[part],
+                    seen.targets,
+                    seen.logits,
+                    maps,
+                    masks[part],
+                    kept[part],
+                    self._tolerance(images),
+                )
+                scores = metric.fn(view)
+                for column in columns:
+                    values[(column, layer)].append(scores[column])
         # nanmean: a box clipped to under a pixel gives an empty mask, for which both scores are NaN.
-        out = {f"gradcam/pointing_game/{layer}": torch.cat(v).nanmean() for layer, v in hits.items()}
-        out.update(
-            {f"gradcam/energy_pointing_game/{layer}": torch.cat(v).nanmean() for layer, v in energy.items()}
-        )
-        return out
+        return {f"gradcam/{column}/{layer}": torch.cat(v).nanmean() for (column, layer), v in values.items()}

@@ -11,7 +11,26 @@ from caltech_cam.cam.engine import (
     postprocess,
 )
 from caltech_cam.cam.explainer import Explainable, Explainer, Explanation, require_explainable
-from caltech_cam.cam.localization import (
+from caltech_cam.cam.methods import (
+    ALIASES,
+    METHODS,
+    Method,
+    default_methods,
+    get_method,
+    get_methods,
+    register,
+)
+from caltech_cam.cam.metrics.faithfulness import (
+    average_drop,
+    confidence_change,
+    deletion_auc,
+    deletion_curve,
+    increase_in_confidence,
+    insertion_auc,
+    insertion_curve,
+    target_probabilities,
+)
+from caltech_cam.cam.metrics.localization import (
     BASELINES,
     box_masks,
     centre_baseline,
@@ -24,22 +43,11 @@ from caltech_cam.cam.localization import (
     relevance_rank,
     uniform_baseline,
 )
-from caltech_cam.cam.methods import ALIASES, METHODS, Method, get_method, register
-from caltech_cam.cam.metric_registry import METRICS, MapBatch, register_metric
-from caltech_cam.cam.metrics import (
-    average_drop,
-    confidence_change,
-    deletion_auc,
-    deletion_curve,
-    increase_in_confidence,
-    insertion_auc,
-    insertion_curve,
-    target_probabilities,
-)
-from caltech_cam.cam.render import colormap_lut, make_grid, overlay, save_png, to_pil
-from caltech_cam.cam.road import ROAD_FRACTIONS, noisy_linear_impute, road_curve, road_scores
-from caltech_cam.cam.sanity import SANITY_THRESHOLD, cascading_randomization, sanity_summary, spearman
-from caltech_cam.cam.scoring import CamScores, bootstrap_ci, score_cams
+from caltech_cam.cam.metrics.registry import METRICS, MapBatch, default_metrics, register_metric
+from caltech_cam.cam.metrics.road import ROAD_FRACTIONS, noisy_linear_impute, road_curve, road_scores
+from caltech_cam.cam.metrics.sanity import SANITY_THRESHOLD, cascading_randomization, sanity_summary, spearman
+from caltech_cam.cam.render import check_style, colormap_lut, make_grid, overlay, save_png, to_pil
+from caltech_cam.cam.scoring import BoxSet, CamScores, ScoringSpec, bootstrap_ci, score_cams, select_images
 
 __all__ = [
     "ALIASES",
@@ -48,6 +56,7 @@ __all__ = [
     "METRICS",
     "ROAD_FRACTIONS",
     "SANITY_THRESHOLD",
+    "BoxSet",
     "CamScores",
     "Capture",
     "Explainable",
@@ -55,6 +64,7 @@ __all__ = [
     "Explanation",
     "MapBatch",
     "Method",
+    "ScoringSpec",
     "average_drop",
     "bootstrap_ci",
     "box_masks",
@@ -63,14 +73,18 @@ __all__ = [
     "cascading_randomization",
     "centre_baseline",
     "check_layers",
+    "check_style",
     "colormap_lut",
     "compute_cams",
     "confidence_change",
+    "default_methods",
+    "default_metrics",
     "default_tolerance",
     "deletion_auc",
     "deletion_curve",
     "energy_pointing_game",
     "get_method",
+    "get_methods",
     "increase_in_confidence",
     "insertion_auc",
     "insertion_curve",
@@ -92,6 +106,7 @@ __all__ = [
     "sanity_summary",
     "save_png",
     "score_cams",
+    "select_images",
     "spearman",
     "target_probabilities",
     "to_pil",

@@ -85,8 +85,12 @@ def _hooked(modules: dict[str, nn.Module], layers: Sequence[str]) -> Iterator[di
         seen.clear()
 
 
-def check_layers(model: nn.Module, layers: Sequence[str]) -> tuple[list[str], dict[str, nn.Module]]:
-    """`layers` as a list, and the model's named modules; ValueError for an empty list, an unknown or repeated name.
+def check_layers(
+    model: nn.Module, layers: Sequence[str] | str, cam_layers: Sequence[str] | None = None
+) -> tuple[list[str], dict[str, nn.Module]]:
+    """`layers` as a list, and the model's named modules: the one layer check of the package (engine, explainer,
+    scoring, sanity, callback, evaluate). ValueError for an empty list, an unknown or repeated name; the message
+    names the model's CAM layers first when `cam_layers` is given.
 
     Only names are checked: whether a layer runs once and outputs a 4-D map shows in the forward pass.
     """
@@ -98,7 +102,8 @@ def check_layers(model: nn.Module, layers: Sequence[str]) -> tuple[list[str], di
     modules = {name: module for name, module in model.named_modules() if name}
     for name in layers:
         if name not in modules:
-            raise ValueError(f"unknown layer {name!r}; valid names: {', '.join(modules)}")
+            known = f"the model's CAM layers are {list(cam_layers)}; " if cam_layers is not None else ""
+            raise ValueError(f"unknown layer {name!r}; {known}valid names: {', '.join(modules)}")
     duplicates = sorted({name for name in layers if layers.count(name) > 1})
     if duplicates:
         raise ValueError(f"layers lists {duplicates[0]!r} more than once: {layers}")

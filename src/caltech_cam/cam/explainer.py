@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from caltech_cam.cam.engine import cams_from_capture, capture, check_layers
 from caltech_cam.cam.methods import get_method
-from caltech_cam.cam.metrics import confidence_change
-from caltech_cam.cam.render import colormap_lut, make_grid, overlay
+from caltech_cam.cam.metrics.faithfulness import confidence_change
+from caltech_cam.cam.render import check_style, make_grid, overlay
 from caltech_cam.data.decode import load_rgb
 
 if TYPE_CHECKING:
@@ -110,12 +110,11 @@ class Explainer:
         preset: Preset | None = None,
         colormap: str = "jet",
         alpha: float = 0.5,
+        cam_layers: Sequence[str] | None = None,
     ) -> None:
         self.method = get_method(method)
-        self.layers, _ = check_layers(model, layers)
-        colormap_lut(colormap)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.layers, _ = check_layers(model, layers, cam_layers)
+        check_style(colormap, alpha)
         self.model = model
         self.class_names = list(class_names) if class_names is not None else None
         self.preset = preset
@@ -141,6 +140,7 @@ class Explainer:
             preset=module.preset,
             colormap=colormap,
             alpha=alpha,
+            cam_layers=module.cam_layers,
         )
 
     def explain(

@@ -25,6 +25,7 @@ class Method:
     fn: RawMap
     uses_gradients: bool = True
     aliases: tuple[str, ...] = ()
+    default: bool = True  # run when no method is named (`cams.methods: null`); expensive ones say False
 
     def __call__(self, activations: Tensor, gradients: Tensor | None) -> Tensor:
         return self.fn(activations, gradients)
@@ -42,9 +43,10 @@ def _key(spelling: str) -> str:
 
 
 def register(
-    name: str, *, uses_gradients: bool = True, aliases: Sequence[str] = ()
+    name: str, *, uses_gradients: bool = True, aliases: Sequence[str] = (), default: bool = True
 ) -> Callable[[RawMap], RawMap]:
-    """Add a raw-map function to `METHODS` under `name`; `aliases` are other spellings `get_method` accepts."""
+    """Add a raw-map function to `METHODS` under `name`; `aliases` are other spellings `get_method` accepts.
+    `default=False` keeps an expensive method out of `default_methods()`: it runs only where it is named."""
 
     def add(fn: RawMap) -> RawMap:
         keys = {_key(spelling): spelling for spelling in (name, *aliases)}
@@ -53,11 +55,28 @@ def register(
                 raise ValueError(
                     f"CAM method {name!r}: the spelling {spelling!r} already means {ALIASES[key]!r}"
                 )
-        METHODS[name] = Method(name, fn, uses_gradients, tuple(aliases))
+        METHODS[name] = Method(name, fn, uses_gradients, tuple(aliases), default)
         ALIASES.update(dict.fromkeys(keys, name))
         return fn
 
     return add
+
+
+def default_methods() -> list[str]:
+    """The methods that run when none is named (`cams.methods: null`): every registered default, in order."""
+    return [m.name for m in METHODS.values() if m.default]
+
+
+def get_methods(names: Sequence[str] | str | None) -> list[Method]:
+    """The methods `names` spells (one name, a list, or None: `default_methods()`), canonical and checked; the one
+    place a user's list of methods is read. An empty list is an error naming the choices."""
+    if names is None:
+        names = default_methods()
+    elif isinstance(names, str):
+        names = [names]
+    if not names:
+        raise ValueError(f"no CAM method named; choose from {', '.join(METHODS)} (null: the defaults)")
+    return [get_method(name) for name in names]
 
 
 def get_method(name: str) -> Method:

@@ -26,6 +26,13 @@ def colormap_lut(cmap: str = "jet") -> Tensor:
     return torch.as_tensor(colormap(range(colormap.N), bytes=True)[:, :3].copy())
 
 
+def check_style(cmap: str, alpha: float) -> None:
+    """The one check of an overlay's colormap (a matplotlib name) and alpha (in [0, 1]), for every caller."""
+    colormap_lut(cmap)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+
 def overlay(images: Tensor, maps: Tensor, *, cmap: str = "jet", alpha: float = 0.5) -> Tensor:
     """Blend maps onto images: out = round((1 − α)·image + α·cmap(map)), uint8 (..., 3, H, W).
 
@@ -38,8 +45,7 @@ def overlay(images: Tensor, maps: Tensor, *, cmap: str = "jet", alpha: float = 0
         raise ValueError(
             f"maps of shape {tuple(maps.shape)} do not fit images of shape {tuple(images.shape)}"
         )
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    check_style(cmap, alpha)
     lut = colormap_lut(cmap).to(images.device)
     index = (maps.float().clamp(0, 1) * len(lut)).floor().long().clamp_max(len(lut) - 1)
     colours = lut[index].movedim(-1, -3).float()  # (..., 3, H, W)

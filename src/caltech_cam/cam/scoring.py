@@ -2,11 +2,12 @@
 
 `score_cams` runs one engine pass per chunk of images (every layer's activations and gradients at once), forms each
 method's maps from it, and feeds every (method, layer) map, and the two baselines (a uniform-random map and a centred
-Gaussian, layer-independent), to each selected metric of `metric_registry.METRICS`. Per-image values are gathered, then summarized
-per (row, layer, column) as mean, 95 % percentile-bootstrap CI over images, n and the metric's runtime.
+Gaussian, layer-independent), to each selected metric of `metrics.registry.METRICS`. Per-image values are gathered,
+then summarized per (row, layer, column) as mean, 95 % percentile-bootstrap CI over images, n and the metric's
+runtime. What is scored is a `ScoringSpec`, checked once when built; `select_images` is the one subset rule.
 
-A new metric is one function registered in `metric_registry.py` (plus a test). The sanity check (`sanity.py`) is
-model-level, not per map, and runs once on a subset of the scored images.
+A new metric is one function registered in `metrics/registry.py` (plus a test). The sanity check
+(`metrics/sanity.py`) is model-level, not per map, and runs once on a subset of the scored images.
 """
 
 from __future__ import annotations
@@ -20,64 +21,100 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from caltech_cam.cam import localization as loc
-from caltech_cam.cam.engine import cams_from_capture, capture
-from caltech_cam.cam.methods import Method, get_method
-from caltech_cam.cam.metric_registry import (
-    DEFAULT_METRICS,
-    METRICS,
-    SANITY,
-    MapBatch,
-    Metric,
-    check_metrics,
-    register_metric,
-)
-from caltech_cam.cam.sanity import SANITY_THRESHOLD, cascading_randomization_many, sanity_summary
+from caltech_cam.cam.engine import cams_from_capture, capture, check_layers
+from caltech_cam.cam.methods import Method, get_methods
+from caltech_cam.cam.metrics import localization as loc
+from caltech_cam.cam.metrics.registry import METRICS, SANITY, MapBatch, Metric, check_metrics
+from caltech_cam.cam.metrics.sanity import SANITY_THRESHOLD, cascading_randomization_many, sanity_summary
 
+# The class each map explains: the true label or the predicted class.
 TARGETS = ("label", "predicted")
-# Re-exported: callers reach the whole scoring API from this module.
-__all__ = [
-    "DEFAULT_METRICS",
-    "METRICS",
-    "SANITY",
-    "TARGETS",
-    "CamScores",
-    "MapBatch",
-    "Metric",
-    "bootstrap_ci",
-    "check_layers_of",
-    "check_metrics",
-    "register_metric",
-    "score_cams",
-    "select_images",
-    "summary_row",
-]
 
 
-def check_layers_of(model: nn.Module, layers: Sequence[str], cam_layers: Sequence[str]) -> list[str]:
-    """`layers` checked against the model's modules; the error names the model's CAM layers first."""
-    modules = dict(model.named_modules())
-    for name in layers:
-        if not name or name not in modules:
-            raise ValueError(
-                f"unknown layer {name!r}; the model's CAM layers are {list(cam_layers)} "
-                f"(any name in model.named_modules() works, e.g. {', '.join(list(modules)[1:8])}, ...)"
-            )
-    if len(set(layers)) != len(layers) or not layers:
-        raise ValueError(f"cams.layers must name distinct layers, got {list(layers)}")
-    return list(layers)
+def select_images(
+    total: int,
+    num_images: int | None,
+    seed: int,
+    *,
+    default: int | None = None,
+    what: str = "the split",
+    key: str = "num_images",
+) -> tuple[Tensor, str | None]:
+    """Sorted indices of the images to score, drawn by a generator seeded with `seed` (its own: the global RNG is
+    neither read nor advanced), and a note line or None. The one subset rule of the package (evaluate's
+    `cams.num_images`, the callback's `localization_images`):
 
-
-def select_images(total: int, num_images: int | None, seed: int, *, split: str = "split") -> Tensor:
-    """Indices of the images to score: all (None), or a seeded random subset of `num_images`, sorted."""
-    if num_images is None:
-        return torch.arange(total)
-    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"cams.num_images must be a positive int or null, got {num_images!r}")
-    if num_images > total:
-        raise ValueError(f"cams.num_images={num_images} but the {split} split has only {total} images")
+    - an explicit `num_images` larger than `total` is an error naming both numbers;
+    - `num_images=None` takes `default` images (None: all of them), clamped to `total` with a note when fewer.
+    """
+    if num_images is not None and (
+        isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1
+    ):
+        raise ValueError(f"{key} must be a positive int or null, got {num_images!r}")
+    if num_images is not None and num_images > total:
+        raise ValueError(f"{key}={num_images} but {what} has only {total} images")
+    note = None
+    count = num_images if num_images is not None else default
+    if count is None or count >= total:
+        if num_images is None and count is not None and count > total:
+            note = f"{count} images by default, but {what} has only {total}: all of them are used"
+        return torch.arange(total), note
     generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(total, generator=generator)[:num_images].sort().values
+    return torch.randperm(total, generator=generator)[:count].sort().values, note
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    """What `score_cams` scores, checked once when built (evaluate builds it from `cams.*`).
+
+    `methods`: names or aliases (None: every registered default method); `layers`: module names (checked against
+    the model by `score_cams`); `target`: explain the true 'label' or the 'predicted' class; `metrics`: None for
+    the registry's defaults; `tolerance`: the pointing game's, in pixels (None: 15/224 of the input side);
+    `sanity_images`: images of the cascading-randomization check; `resamples`: bootstrap resamples of the CIs;
+    `chunk_size`: images per forward in the metrics.
+    """
+
+    layers: Sequence[str]
+    methods: Sequence[str] | None = None
+    target: str = "label"
+    metrics: Sequence[str] | None = None
+    tolerance: float | None = None
+    sanity_images: int = 16
+    seed: int = 0
+    resamples: int = 1000
+    chunk_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"cams.target={self.target!r}; expected one of {TARGETS}")
+        if self.tolerance is not None and not self.tolerance >= 0:
+            raise ValueError(
+                f"cams.tolerance={self.tolerance!r}; expected pixels >= 0, or null (15/224 of the side)"
+            )
+        for key in ("sanity_images", "resamples", "chunk_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"cams.{key}={value!r}; expected a positive int")
+        object.__setattr__(self, "methods", [m.name for m in get_methods(self.methods)])
+        object.__setattr__(self, "metrics", check_metrics(self.metrics))
+        object.__setattr__(
+            self, "layers", [self.layers] if isinstance(self.layers, str) else list(self.layers)
+        )
+
+    @property
+    def chosen(self) -> list[Method]:
+        return get_methods(self.methods)
+
+
+@dataclass(frozen=True)
+class BoxSet:
+    """Boxes of the N scored images, in the order the batches yield them: `boxes` (N, 4) in model-input pixels,
+    `kept` (N,) bool (False: no box, or cropped away) and `present` (N,) bool (which images have a box at all, to
+    tell them apart from boxes the crop cut away in the note), or None when unknown."""
+
+    boxes: Tensor
+    kept: Tensor
+    present: Tensor | None = None
 
 
 def bootstrap_ci(
@@ -148,135 +185,176 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass
+class _Tally:
+    """What `score_cams` gathers while it walks the batches."""
+
+    values: dict[tuple[str, str, str], list[Tensor]] = field(default_factory=lambda: defaultdict(list))
+    seconds: dict[tuple[str, str, str], float] = field(default_factory=lambda: defaultdict(float))
+    runtime: dict[str, float] = field(default_factory=lambda: {"engine": 0.0, "maps": 0.0})
+    sanity: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    scored: int = 0
+    tolerance: float = 0.0
+    size: tuple[int, int] = (0, 0)
+
+
 def score_cams(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
-    *,
-    methods: Sequence[str],
-    layers: Sequence[str],
-    target: str = "label",
-    metrics: Sequence[str] | None = None,
-    boxes: tuple[Tensor, Tensor] | None = None,
-    present: Tensor | None = None,
-    tolerance: float | None = None,
-    sanity_images: int = 16,
-    seed: int = 0,
-    resamples: int = 1000,
-    chunk_size: int = 64,
+    spec: ScoringSpec,
+    boxes: BoxSet | None = None,
 ) -> CamScores:
-    """Score every method × layer (and the baselines) on `batches` of (normalized images, labels) on the model's
-    device, in order. `boxes`: (boxes (N, 4) in model-input pixels, kept (N,)) for the N images the batches yield,
-    in the same order, or None (localization is then skipped with a note); `present` (N,) bool: which images
-    have a box at all, to tell them apart from boxes the crop cut away in the note. `tolerance`: the pointing game's, in
-    pixels (default 15/224 of the input side). `target`: explain the true 'label' or the 'predicted' class."""
-    if target not in TARGETS:
-        raise ValueError(f"cams.target={target!r}; expected one of {TARGETS}")
-    chosen = [get_method(m) for m in methods]
-    if not chosen:
-        raise ValueError("cams.methods is empty; name at least one CAM method")
-    selected = check_metrics(metrics)
+    """Score every method × layer of `spec` (and the baselines) on `batches` of (normalized images, labels) on the
+    model's device, in order. `boxes`: the boxes of the images the batches yield, one to one, or None
+    (localization is then skipped with a note)."""
+    layers, _ = check_layers(model, spec.layers)
+    chosen = spec.chosen
     result = CamScores(
         settings={
-            "methods": [m.name for m in chosen],
-            "layers": list(layers),
-            "target": target,
-            "metrics": selected,
-            "seed": seed,
-            "resamples": resamples,
+            "methods": list(spec.methods),
+            "layers": layers,
+            "target": spec.target,
+            "metrics": list(spec.metrics),
+            "seed": spec.seed,
+            "resamples": spec.resamples,
         }
     )
-    per_map = [METRICS[name] for name in selected if name != SANITY]
+    per_map = [METRICS[name] for name in spec.metrics if name != SANITY]
     if boxes is None and any(m.needs_boxes for m in per_map):
         result.notes.append(
             "localization skipped: the split has no boxes (boxes.json); its columns are not reported"
         )
         per_map = [m for m in per_map if not m.needs_boxes]
     device = next(model.parameters()).device
-    values: dict[tuple[str, str, str], list[Tensor]] = defaultdict(list)
-    seconds: dict[tuple[str, str, str], float] = defaultdict(float)
-    runtime = {"engine": 0.0, "maps": 0.0}
-    sanity_batch: list[tuple[Tensor, Tensor]] = []
-    generator = torch.Generator(device=device).manual_seed(seed)
-    noise = torch.Generator(device=device).manual_seed(seed + 1)
-    start, size = 0, None
+    tally = _Tally()
+    generator = torch.Generator(device=device).manual_seed(spec.seed)
+    noise = torch.Generator(device=device).manual_seed(spec.seed + 1)
     for images, labels in batches:
-        images, labels = images.to(device), labels.to(device)
-        batch = images.shape[0]
-        size = (images.shape[-2], images.shape[-1])
-        tol = loc.default_tolerance(size[0]) if tolerance is None else float(tolerance)
-        masks = kept = None
-        if boxes is not None:
-            if start + batch > boxes[0].shape[0]:
-                raise ValueError(
-                    f"{boxes[0].shape[0]} boxes for at least {start + batch} scored images; they must match one to one"
-                )
-            kept = boxes[1][start : start + batch].to(device)
-            masks = loc.box_masks(boxes[0][start : start + batch].to(device), size)
-        start += batch
-        wanted = labels if target == "label" else None
-        t0 = time.perf_counter()
-        seen = capture(model, images, layers, targets=wanted, gradients=any(m.uses_gradients for m in chosen))
-        _sync(device)
-        runtime["engine"] += time.perf_counter() - t0
-        if SANITY in selected and sum(len(x) for x, _ in sanity_batch) < sanity_images:
-            sanity_batch.append((images, seen.targets))
-        maps: dict[tuple[str, str], Tensor] = {}
-        for method in chosen:
-            t0 = time.perf_counter()
-            for layer, m in cams_from_capture(seen, method, size).items():
-                maps[(method.name, layer)] = m
-            _sync(device)
-            runtime["maps"] += time.perf_counter() - t0
-        # Baselines do not depend on the layer: scored once per chunk, repeated in every layer's table.
-        for name, make in loc.BASELINES.items():
-            maps[(name, "*")] = make(batch, size, generator=generator, device=device)
-        for (row, layer), m in maps.items():
-            view = MapBatch(model, images, seen.targets, seen.logits, m, masks, kept, tol, chunk_size, noise)
-            for metric in per_map:
-                t0 = time.perf_counter()
-                out = metric.fn(view)
-                _sync(device)
-                seconds[(row, layer, metric.name)] += time.perf_counter() - t0
-                for column, v in out.items():
-                    values[(row, layer, column)].append(v.detach().float())
-    if boxes is not None and start != boxes[0].shape[0]:
-        raise ValueError(f"{boxes[0].shape[0]} boxes for {start} scored images; they must match one to one")
-    if start == 0:
+        _score_chunk(
+            model,
+            images.to(device),
+            labels.to(device),
+            spec,
+            chosen,
+            layers,
+            per_map,
+            boxes,
+            tally,
+            generator,
+            noise,
+        )
+    if boxes is not None and tally.scored != boxes.boxes.shape[0]:
+        raise ValueError(
+            f"{boxes.boxes.shape[0]} boxes for {tally.scored} scored images; they must match one to one"
+        )
+    if tally.scored == 0:
         raise ValueError("no images to score: the batches were empty")
     if boxes is not None and any(m.needs_boxes for m in per_map):
-        dropped = int((~boxes[1]).sum())
-        missing = int((~present).sum()) if present is not None else None
-        why = (
-            f"{missing} without a box (e.g. clutter), {dropped - missing} with the box cropped away"
-            if missing is not None
-            else "no box, or the box cropped away entirely"
+        result.notes.append(_localization_note(boxes, tally))
+    result.runtime = tally.runtime
+    _summarize(result, tally, chosen, layers, per_map, spec)
+    if SANITY in spec.metrics:
+        _sanity(model, tally.sanity, chosen, layers, spec.sanity_images, spec.seed, spec.resamples, result)
+    return result
+
+
+def _score_chunk(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    spec: ScoringSpec,
+    chosen: list[Method],
+    layers: list[str],
+    per_map: list[Metric],
+    boxes: BoxSet | None,
+    tally: _Tally,
+    generator: torch.Generator,
+    noise: torch.Generator,
+) -> None:
+    """One engine pass over a chunk, every method's maps from it and the baselines, each scored by `per_map`."""
+    batch, start = images.shape[0], tally.scored
+    size = tally.size = (images.shape[-2], images.shape[-1])
+    tally.tolerance = loc.default_tolerance(size[0]) if spec.tolerance is None else float(spec.tolerance)
+    masks = kept = None
+    if boxes is not None:
+        if start + batch > boxes.boxes.shape[0]:
+            raise ValueError(
+                f"{boxes.boxes.shape[0]} boxes for at least {start + batch} scored images; they must match one to one"
+            )
+        kept = boxes.kept[start : start + batch].to(images.device)
+        masks = loc.box_masks(boxes.boxes[start : start + batch].to(images.device), size)
+    tally.scored += batch
+    wanted = labels if spec.target == "label" else None
+    t0 = time.perf_counter()
+    seen = capture(model, images, layers, targets=wanted, gradients=any(m.uses_gradients for m in chosen))
+    _sync(images.device)
+    tally.runtime["engine"] += time.perf_counter() - t0
+    if SANITY in spec.metrics and sum(len(x) for x, _ in tally.sanity) < spec.sanity_images:
+        tally.sanity.append((images, seen.targets))
+    maps: dict[tuple[str, str], Tensor] = {}
+    for method in chosen:
+        t0 = time.perf_counter()
+        for layer, m in cams_from_capture(seen, method, size).items():
+            maps[(method.name, layer)] = m
+        _sync(images.device)
+        tally.runtime["maps"] += time.perf_counter() - t0
+    # Baselines do not depend on the layer: scored once per chunk, repeated in every layer's table.
+    for name, make in loc.BASELINES.items():
+        maps[(name, "*")] = make(batch, size, generator=generator, device=images.device)
+    for (row, layer), m in maps.items():
+        view = MapBatch(
+            model, images, seen.targets, seen.logits, m, masks, kept, tally.tolerance, spec.chunk_size, noise
         )
-        result.notes.append(
-            f"localization: {dropped} of {start} images excluded ({why}); "
-            f"pointing-game tolerance {tol:.2f} px at {size[0]} px"
-        )
-    result.runtime = runtime
+        for metric in per_map:
+            t0 = time.perf_counter()
+            out = metric.fn(view)
+            _sync(images.device)
+            tally.seconds[(row, layer, metric.name)] += time.perf_counter() - t0
+            for column, v in out.items():
+                tally.values[(row, layer, column)].append(v.detach().float())
+
+
+def _localization_note(boxes: BoxSet, tally: _Tally) -> str:
+    dropped = int((~boxes.kept).sum())
+    missing = int((~boxes.present).sum()) if boxes.present is not None else None
+    why = (
+        f"{missing} without a box (e.g. clutter), {dropped - missing} with the box cropped away"
+        if missing is not None
+        else "no box, or the box cropped away entirely"
+    )
+    return (
+        f"localization: {dropped} of {tally.scored} images excluded ({why}); "
+        f"pointing-game tolerance {tally.tolerance:.2f} px at {tally.size[0]} px"
+    )
+
+
+def _summarize(
+    result: CamScores,
+    tally: _Tally,
+    chosen: list[Method],
+    layers: list[str],
+    per_map: list[Metric],
+    spec: ScoringSpec,
+) -> None:
+    """One row per (method or baseline, layer, column): mean, bootstrap CI, n, excluded, runtime."""
     columns = {c: (metric.name, better) for metric in per_map for c, better in metric.columns.items()}
     for layer in layers:
         for row in [m.name for m in chosen] + list(loc.BASELINES):
             key_layer = "*" if row in loc.BASELINES else layer
             for column, (metric_name, better) in columns.items():
-                if (row, key_layer, column) in values:
+                if (row, key_layer, column) in tally.values:
                     result.rows.append(
                         summary_row(
                             layer,
                             row,
                             column,
-                            torch.cat(values[(row, key_layer, column)]),
+                            torch.cat(tally.values[(row, key_layer, column)]),
                             better=better,
-                            runtime_s=seconds[(row, key_layer, metric_name)],
-                            resamples=resamples,
-                            seed=seed,
+                            runtime_s=tally.seconds[(row, key_layer, metric_name)],
+                            resamples=spec.resamples,
+                            seed=spec.seed,
                         )
                     )
-    if SANITY in selected:
-        _sanity(model, sanity_batch, chosen, list(layers), sanity_images, seed, resamples, result)
-    return result
 
 
 def _sanity(

@@ -35,10 +35,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from caltech_cam.data.atomic import write_atomically
 from caltech_cam.data.check import FileCheck
 from caltech_cam.data.decode import MAX_PIXELS, decode_rgb
 from caltech_cam.data.index import DatasetIndex
+from caltech_cam.utils.files import write_atomically
 
 log = logging.getLogger(__name__)
 

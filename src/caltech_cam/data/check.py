@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from caltech_cam.data.atomic import write_atomically
 from caltech_cam.data.decode import MAX_PIXELS, BadImageError, decode_rgb
 from caltech_cam.data.index import DataNotPreparedError, DatasetIndex
 from caltech_cam.data.phash import format_hash, parse_hash, perceptual_hash
+from caltech_cam.utils.files import write_atomically
 
 log = logging.getLogger(__name__)
 

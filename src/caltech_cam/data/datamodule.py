@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from caltech_cam.config import plain
 from caltech_cam.data.cache import CachedDataset, cache_folder, check_cache_mode, ensure_cache, open_cache
 from caltech_cam.data.check import (
     FileCheck,
@@ -34,6 +33,7 @@ from caltech_cam.data.index import (
     resolve_root,
 )
 from caltech_cam.data.presets import Preset, make_preset
+from caltech_cam.data.sampler import eval_sampler
 from caltech_cam.data.splits import (
     MANIFEST_NAME,
     SPLITS,
@@ -50,7 +50,7 @@ from caltech_cam.data.splits import (
     write_manifest,
 )
 from caltech_cam.data.synthetic import ensure_synthetic, load_synthetic, planned_class_dirs, requested_params
-from caltech_cam.distributed import eval_sampler
+from caltech_cam.utils.configs import plain
 
 # Where prepare_data leaves its decode-check verdicts for every rank when data.cache_dir is null.
 CHECKS_NAME = "decode_check.tsv"

@@ -131,3 +131,14 @@ def make_preset(
     if name == "resnet":
         return Preset(name, 3, IMAGENET_MEAN, IMAGENET_STD, resize, crop, random_resized_crop, hflip)
     return Preset(name, 1, GRAY_MEAN, GRAY_STD, resize, crop, random_resized_crop, hflip)
+
+
+def as_preset(preset: str | Mapping[str, Any]) -> Preset:
+    """A `Preset` from its name, from a name with size overrides ({"name", "resize", "crop", ...}: `make_preset`),
+    or from a whole recorded preset (`Preset.as_dict()`, as checkpoints hold it)."""
+    if isinstance(preset, str):
+        return make_preset(preset)
+    if "in_channels" in preset:
+        return Preset.from_dict(preset)
+    options = dict(preset)
+    return make_preset(options.pop("name"), **options)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from caltech_cam.data.atomic import write_atomically
 from caltech_cam.data.index import ImageFile
 from caltech_cam.data.phash import HASH_BITS, hamming_distance, hamming_pairs, hash_words
+from caltech_cam.utils.files import write_atomically
 
 # THE names of the three splits, in this order (train, then the two held-out ones).
 SPLITS = ("train", "val", "test")

@@ -1,6 +1,6 @@
 """Optuna sweeps over the Hydra train config: `python -m caltech_cam.tune` (see `study`)."""
 
-from caltech_cam.tune.pruning import PruningCallback
+from caltech_cam.callbacks.pruning import PruningCallback
 from caltech_cam.tune.results import BEST_GROUP, BEST_NAME, best_yaml, reuse_command, write_results
 from caltech_cam.tune.space import Param, check_space, parse_space
 from caltech_cam.tune.storage import open_storage

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 import shlex
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from caltech_cam.tune.space import Param
+from caltech_cam.utils.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +67,6 @@ def write_hparams(trial: FrozenTrial, metric: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ results
-def _replace(path: Path, text: str) -> None:
-    """Write atomically: concurrent workers rewrite these files after each of their trials."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_trials_csv(study: optuna.Study, path: Path) -> None:
     """Every trial of the study (all workers): number, state, value, duration, run dir, then one column per param."""
     trials = study.get_trials(deepcopy=False)
@@ -97,7 +88,7 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
         )
     text = io.StringIO()
     csv.writer(text).writerows(rows)
-    _replace(path, text.getvalue())
+    write_text(path, text.getvalue())
 
 
 def reuse_command(study_dir: Path, train_overrides: list[str]) -> str:
@@ -148,7 +139,7 @@ def write_results(
     write_trials_csv(study, study_dir / "trials.csv")
     text = best_yaml(study, params, train_overrides, study_dir)
     if text is not None:
-        _replace(study_dir / BEST_GROUP / f"{BEST_NAME}.yaml", text)
+        write_text(study_dir / BEST_GROUP / f"{BEST_NAME}.yaml", text)
 
 
 def log_summary(study: optuna.Study, train_overrides: list[str], study_dir: Path) -> None:

@@ -18,7 +18,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from caltech_cam.config import plain
+from caltech_cam.utils.configs import plain
 
 _DISTRIBUTIONS = ("float", "int", "categorical")
 

@@ -21,12 +21,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import FrozenTrial
 
-from caltech_cam.config import config_dir, plain
+from caltech_cam.callbacks.pruning import PruningCallback
+from caltech_cam.run.config import config_dir, register_resolvers
 from caltech_cam.train import train
-from caltech_cam.tune.pruning import PruningCallback
 from caltech_cam.tune.results import best_trial, log_summary, summary_line, write_hparams, write_results
 from caltech_cam.tune.space import Param, check_space, parse_space
 from caltech_cam.tune.storage import open_storage
+from caltech_cam.utils.configs import plain
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,9 @@ def _record_or_compare(study: optuna.Study, attrs: dict[str, Any]) -> None:
                 study.user_attrs[key],
                 value,
             )
+
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="tune")

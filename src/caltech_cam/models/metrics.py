@@ -1,10 +1,11 @@
-"""Classification metrics whose definition we state exactly."""
+"""Classification metrics whose definition we state exactly, and the set every stage logs."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
 
 
 class MeanClassAccuracy(Metric):
@@ -47,3 +48,15 @@ class ImageCount(Metric):
 
     def compute(self) -> Tensor:
         return self.count.float()
+
+
+def accuracy_metrics(num_classes: int, prefix: str, per_class: bool) -> MetricCollection:
+    """Top-1 and top-5 accuracy, micro-averaged (fraction of all images), plus mean per-class top-1 accuracy."""
+    metrics: dict[str, Metric] = {
+        "acc_top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+        "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+    }
+    if per_class:
+        metrics["acc_mean_class"] = MeanClassAccuracy(num_classes)
+        metrics["images"] = ImageCount()
+    return MetricCollection(metrics, prefix=prefix)

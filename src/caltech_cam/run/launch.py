@@ -1,22 +1,23 @@
-"""Launching on several processes: what must be true before a multi-process run starts, and what every rank checks.
+"""What must be true before a run starts: its trainer (devices, nodes, strategy) and its Hydra launcher.
 
 Lightning does the launching (`ddp` re-runs this Hydra app once per extra local rank; SLURM or torchrun start the
-processes themselves); this module only refuses the combinations that would hang or waste a run, with a message that
-names the bad setting, and makes sure every rank of a run writes into the same run directory.
+processes themselves) and Hydra's launchers submit the jobs; `check_launch` only refuses the combinations that would
+hang or waste a run, with a message that names the bad setting, before any data or weights are touched. A missing
+launcher plugin gets an error naming the package to install (not "Could not load 'hydra/launcher/submitit_slurm'"),
+and a launcher chosen without `-m`, which Hydra silently ignores, stops the run here instead of training locally.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from omegaconf import DictConfig
-from torch.utils.data import Dataset, DistributedSampler
 
 # What Lightning's default cluster environment reads when the processes are started by hand (one per node).
 NODE_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK")
@@ -48,7 +49,7 @@ def device_count(devices: Any) -> int | None:
     raise LaunchError(f"trainer.devices={devices!r}; expected a count, a list of device ids, or auto.")
 
 
-def check_launch(trainer: DictConfig, *, multirun: bool) -> None:
+def check_trainer(trainer: DictConfig, *, multirun: bool) -> None:
     """Refuse, before any data or weights are touched, a trainer config that would fail or hang later.
 
     - more devices than the machine has (GPUs on a GPU accelerator, cores on the CPU);
@@ -119,37 +120,58 @@ def _processes_per_node(accelerator: str, wanted: int | None) -> int:
     return max(torch.cuda.device_count(), 1) if gpu else 1
 
 
-def eval_sampler(dataset: Dataset, trainer: L.Trainer | None) -> DistributedSampler | None:
-    """A sampler that shards an evaluation split over the ranks WITHOUT padding (Lightning's own
-    `UnrepeatedDistributedSampler`), so each image is scored exactly once; None on one process.
+def is_multirun() -> bool:
+    """Whether this process runs one job of a Hydra multirun (-m)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
-    Lightning's default `DistributedSampler` repeats images to give every rank the same count, which counts them
-    twice in the metrics. The metrics here are sums over images (torchmetrics states), so uneven shards are exact.
-    """
-    if trainer is None or trainer.world_size <= 1:
-        return None
-    return UnrepeatedDistributedSampler(
-        dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+
+def check_launcher() -> None:
+    """Refuse `hydra/launcher=<x>` without `-m`: Hydra runs such a job here and ignores the launcher."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    launcher = hydra_cfg.runtime.choices.get("hydra/launcher", "basic")
+    if hydra_cfg.mode == RunMode.RUN and launcher != "basic":
+        raise LaunchError(
+            f"hydra/launcher={launcher} only takes effect in a multirun: add -m "
+            f"(python -m caltech_cam.train -m hydra/launcher={launcher} ...). Without it this run would train "
+            "here, on this machine."
+        )
+
+
+def check_launch(cfg: DictConfig) -> None:
+    """Every launch check of a train run: the trainer (`check_trainer`) and the Hydra launcher (`check_launcher`)."""
+    check_trainer(cfg.trainer, multirun=is_multirun())
+    check_launcher()
+
+
+def launcher_plugin(target: str, package: str) -> str:
+    """`target` (a launcher class path) if its module imports; else ImportError naming the pip package.
+
+    Resolver `${caltech_cam.launcher_plugin:<class>,<package>}` (`run.config.register_resolvers`)."""
+    module = target.rpartition(".")[0]
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"hydra/launcher needs the Hydra plugin {target!r}, which is not installed ({error}). "
+            f'Install it with `pip install {package}` (or `pip install "caltech_cam[slurm]"`), '
+            "or drop the hydra/launcher override to run here."
+        ) from error
+    return target
+
+
+def tasks_per_node(devices: Any) -> int:
+    """SLURM tasks per node for `trainer.devices`: one task (DDP rank) per device, so a count is needed.
+
+    Resolver `${caltech_cam.tasks_per_node:<devices>}` (`run.config.register_resolvers`)."""
+    try:
+        count = device_count(devices)
+    except ValueError:
+        count = None
+    if count is not None and count > 0:
+        return count
+    raise ValueError(
+        f"hydra/launcher=slurm starts one SLURM task per device, so trainer.devices must be a number of devices "
+        f"per node (e.g. trainer.devices=4) or a list of device ids, not {devices!r}."
     )
-
-
-class SameRunDirectory(L.Callback):
-    """Every rank must write into one run directory: on several nodes, Hydra's default `${now}` can differ.
-
-    Checked when the run starts (all ranks take part in one `all_gather_object`, so all of them stop together).
-    """
-
-    def __init__(self, output_dir: str | Path) -> None:
-        self.output_dir = str(Path(output_dir).resolve())
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if trainer.world_size <= 1 or not torch.distributed.is_initialized():
-            return
-        seen: list[Any] = [None] * trainer.world_size
-        torch.distributed.all_gather_object(seen, self.output_dir)
-        if len(set(seen)) > 1:
-            listing = ", ".join(f"rank {r}: {d}" for r, d in enumerate(seen))
-            raise LaunchError(
-                f"the ranks of this run write into different run directories ({listing}). Pass the same "
-                "hydra.run.dir=<shared folder> on every node (Hydra's default uses the start time, ${now:...})."
-            )

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from caltech_cam.cam import localization as loc
-from caltech_cam.cam.metrics import confidence_change, deletion_auc, insertion_auc
-from caltech_cam.cam.road import road_scores
+from caltech_cam.cam.metrics import localization as loc
+from caltech_cam.cam.metrics.faithfulness import confidence_change, deletion_auc, insertion_auc
+from caltech_cam.cam.metrics.road import road_scores
 
 # The model-level check (sanity.py) is selected in the same list as the per-map metrics; score_cams runs it.
 SANITY = "sanity"
@@ -51,22 +51,22 @@ class Metric:
     fn: Callable[[MapBatch], dict[str, Tensor]]
     columns: dict[str, str]
     needs_boxes: bool = False
+    default: bool = True  # selected when `cams.metrics` is null
 
 
 METRICS: dict[str, Metric] = {}
-# The default selection: everything. `cams.metrics` narrows it; ROAD and deletion/insertion cost the most forwards.
-DEFAULT_METRICS = ("localization", "confidence", "deletion", "insertion", "road", SANITY)
 
 
 def register_metric(
-    name: str, columns: dict[str, str], *, needs_boxes: bool = False
+    name: str, columns: dict[str, str], *, needs_boxes: bool = False, default: bool = True
 ) -> Callable[[Callable[[MapBatch], dict[str, Tensor]]], Callable[[MapBatch], dict[str, Tensor]]]:
-    """Add a metric function to `METRICS` under `name` with its columns ('higher' / 'lower' is better)."""
+    """Add a metric function to `METRICS` under `name` with its columns ('higher' / 'lower' is better);
+    `default=False` runs it only where it is named."""
 
     def add(fn: Callable[[MapBatch], dict[str, Tensor]]) -> Callable[[MapBatch], dict[str, Tensor]]:
         if name in METRICS or name == SANITY:
             raise ValueError(f"metric {name!r} is registered twice")
-        METRICS[name] = Metric(name, fn, dict(columns), needs_boxes)
+        METRICS[name] = Metric(name, fn, dict(columns), needs_boxes, default)
         return fn
 
     return add
@@ -138,9 +138,17 @@ def road(batch: MapBatch) -> dict[str, Tensor]:
     )
 
 
-def check_metrics(metrics: Sequence[str] | None) -> list[str]:
-    """The selected metric names in registry order; ValueError naming the unknown one and every known name."""
-    chosen = list(DEFAULT_METRICS if metrics is None else metrics)
+def default_metrics() -> list[str]:
+    """What `cams.metrics: null` selects: every registered default metric, in registry order, then `sanity`."""
+    return [*(m.name for m in METRICS.values() if m.default), SANITY]
+
+
+def check_metrics(metrics: Sequence[str] | str | None) -> list[str]:
+    """The selected metric names in registry order (None: `default_metrics()`); ValueError naming the unknown one
+    and every known name."""
+    chosen = (
+        default_metrics() if metrics is None else [metrics] if isinstance(metrics, str) else list(metrics)
+    )
     known = [*METRICS, SANITY]
     for name in chosen:
         if name not in known:

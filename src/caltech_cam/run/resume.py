@@ -14,8 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from caltech_cam.build import training_run_dir
 from caltech_cam.data import MANIFEST_NAME
+from caltech_cam.run.results import training_run_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """What `evaluate` writes beside its metrics: classification reports and the CAM score tables.
 
-Classification (from the logits of the one test/val pass, collected by `LogitCollector`): per-class accuracy
+Classification (from the logits of the one test/val pass, collected by `callbacks.LogitCollector`): per-class accuracy
 (CSV), the most-confused class pairs (CSV), and the confusion matrix as a TensorBoard figure (row-normalized; cell
 counts printed only up to `ANNOTATE_UP_TO` classes, so 257 classes stay readable). CAM scores (`scoring.CamScores`):
 one Markdown table per layer, JSON, CSV, and TensorBoard hparams + scalars (one run per layer × method).
@@ -16,61 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 
 from caltech_cam.cam.scoring import CamScores
-from caltech_cam.models.outputs import logits_of
+from caltech_cam.utils.files import write_atomically, write_text
 
 ANNOTATE_UP_TO = 30  # classes; beyond, per-cell text is unreadable and only the colour is drawn
 TOP_PAIRS = 20
-
-
-class LogitCollector(L.Callback):
-    """Keeps the logits and labels of every test/validation batch (one forward hook on `pl_module.model`), so
-    the reports come from the same pass as `trainer.test`'s numbers instead of a second run over the split."""
-
-    def __init__(self) -> None:
-        self.logits: list[Tensor] = []
-        self.labels: list[Tensor] = []
-        self._last: Tensor | None = None
-        self._handle: Any = None
-
-    def _keep(self, module: object, args: object, output: object) -> None:
-        self._last = logits_of(output).detach().float().cpu()
-
-    def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.logits, self.labels = [], []
-        self._handle = pl_module.model.register_forward_hook(self._keep)
-
-    def _batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if self._last is None:
-            raise RuntimeError("LogitCollector: a test/val batch ended without a forward of pl_module.model")
-        self.logits.append(self._last)
-        self.labels.append(batch[1].detach().cpu())
-        self._last = None
-
-    def _end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-
-    on_test_start = on_validation_start = _start
-    on_test_batch_end = on_validation_batch_end = _batch_end
-    on_test_end = on_validation_end = _end
-
-    def collected(self) -> tuple[Tensor, Tensor]:
-        """(logits (N, C), labels (N,)) of the pass, in batch order."""
-        return torch.cat(self.logits), torch.cat(self.labels).long()
 
 
 @dataclass(frozen=True)
@@ -176,7 +129,7 @@ def confusion_figure(report: ClassReport):
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str]) -> None:
-    with path.open("w", newline="") as handle:
+    with write_atomically(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=list(fields))
         writer.writeheader()
         for row in rows:
@@ -256,8 +209,8 @@ def write_cam_scores(scores: CamScores, output_dir: Path, writer_dir: Path, hpar
         "runtime_s": scores.runtime,
     }
     # NaN (a column with no image, e.g. localization without boxes) is written as null: strict JSON parsers.
-    (output_dir / "cam_scores.json").write_text(
-        json.dumps(_finite(payload), indent=2, default=str, allow_nan=False)
+    write_text(
+        output_dir / "cam_scores.json", json.dumps(_finite(payload), indent=2, default=str, allow_nan=False)
     )
     _write_csv(output_dir / "cam_scores.csv", scores.rows, CSV_FIELDS)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
-from torch import Tensor
 
-from caltech_cam.config import plain
 from caltech_cam.data import CaltechDataModule
 from caltech_cam.models import get_spec
-from caltech_cam.module import ClassifierModule
+from caltech_cam.models.classifier import ClassifierModule
+from caltech_cam.utils.configs import plain
 
 log = logging.getLogger(__name__)
 
@@ -92,28 +89,3 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
         logger=loggers or False,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
     )
-
-
-def training_run_dir(ckpt_path: Path) -> Path | None:
-    """`<run dir>` for `<run dir>/checkpoints/x.ckpt` when it holds the run's Hydra config."""
-    run = ckpt_path.resolve().parent.parent
-    return run if (run / ".hydra" / "config.yaml").is_file() else None
-
-
-def numbers(metrics: dict[str, Any]) -> dict[str, float]:
-    """The numeric entries of a Lightning metrics dict as plain floats, sorted by name."""
-    return {k: float(v) for k, v in sorted(metrics.items()) if isinstance(v, (int, float, Tensor))}
-
-
-def write_results(results: dict[str, Any], output_dir: Path, stages: tuple[str, ...]) -> None:
-    """`<output_dir>/metrics.json`, and the val/test numbers of `stages` printed for the user."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=str))
-    lines = [f"Run directory: {output_dir}"]
-    for stage in stages:
-        for key, value in results.get(stage, {}).items():
-            if key.startswith(("val/", "test/")):
-                lines.append(f"  {key:<22} {value:.4f}")
-    if results.get("best_checkpoint") is not None:
-        lines.append(f"  best checkpoint: {results['best_checkpoint'] or '(none)'}")
-    print("\n".join(lines), flush=True)

@@ -1,0 +1,4 @@
+"""Run plumbing: configs and resolvers, building objects from a config, launch checks, resume, results.
+
+Only the apps and the callbacks import this package; the data, models and cam layers never do.
+"""
