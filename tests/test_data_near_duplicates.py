@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import shutil
 
 import numpy as np
@@ -22,7 +23,7 @@ from caltech_cam.data import (
     index_root,
     load_rgb,
 )
-from caltech_cam.data.check import load_checks
+from caltech_cam.data.check import decoders, load_checks
 from caltech_cam.data.phash import (
     dct_hash,
     dhash,
@@ -248,9 +249,38 @@ def test_a_cache_without_perceptual_hashes_is_checked_again_and_says_so(caltech_
     v1 = ["# caltech_cam decode-check v1", "path\tsize\tmtime_ns\tsha1\terror"]
     v1 += ["\t".join(c for k, c in enumerate(line.split("\t")) if k != 4) for line in lines[2:]]
     cache.write_text("\n".join(v1) + "\n")
-    with pytest.raises(DataNotPreparedError, match=r"34 of 34 .*its format is v1, older than v2"):
+    with pytest.raises(
+        DataNotPreparedError, match=r"34 of 34 .*it is in an older format \(v1, without perceptual"
+    ):
         load_checks(index, cache)
     with caplog.at_level(logging.WARNING, logger="caltech_cam.data.check"):
         assert check_images(index, cache_file=cache) == fresh
     assert "older format (v1, without perceptual hashes): checking all 34 images again" in caplog.text
-    assert cache.read_text().startswith("# caltech_cam decode-check v2\n")
+    assert cache.read_text().startswith(f"# caltech_cam decode-check v2 {decoders()}\n")
+
+
+def test_a_cache_of_other_decoders_is_checked_again_and_says_so(caltech_tree, tmp_path, caplog):
+    """The verdicts (and perceptual hashes) are keyed by the decoders' versions: after a torchvision or Pillow
+    upgrade every file is checked again, with a log line, and setup refuses the stale file by name."""
+    index = index_root(caltech_tree.root)
+    cache = tmp_path / "cache.tsv"
+    fresh = check_images(index, cache_file=cache)
+    lines = cache.read_text().splitlines()
+    assert lines[0] == f"# caltech_cam decode-check v2 {decoders()}"
+    for first, why in (
+        (
+            "# caltech_cam decode-check v2 torchvision=0.1.0 pillow=1.0",
+            f"written with torchvision=0.1.0 pillow=1.0, this run has {decoders()}",
+        ),
+        ("# caltech_cam decode-check v2", "written before the cache recorded its decoders' versions"),
+    ):
+        # The same rows with one corrupted hash: a check that trusted the rows would return it.
+        rows = [line.replace(fresh[line.split("\t")[0]].sha1, "0" * 40) for line in lines[2:]]
+        cache.write_text("\n".join([first, lines[1], *rows]) + "\n")
+        with pytest.raises(DataNotPreparedError, match=r"34 of 34 .*" + re.escape(why)):
+            load_checks(index, cache)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="caltech_cam.data.check"):
+            assert check_images(index, cache_file=cache) == fresh
+        assert f"{why}: checking all 34 images again" in caplog.text
+        assert cache.read_text().splitlines()[0] == f"# caltech_cam decode-check v2 {decoders()}"

@@ -20,9 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -177,16 +175,10 @@ def ensure_cache(
     _check_free_space(folder, new.nbytes)
 
     images = _resized(index, wanted, size, num_threads, max_pixels)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{new.data}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for image in _track(images, len(wanted), progress, size):
-                fh.write(memoryview(image.numpy()))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, folder / new.data)  # data before index: the index never names a torn file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Data before index: the index never names a torn file.
+    with write_atomically(folder / new.data, mode="wb") as fh:
+        for image in _track(images, len(wanted), progress, size):
+            fh.write(memoryview(image.numpy()))
     new.write(where)
     for stale in folder.glob(f"{where.stem}-*.bin"):  # older content of this root and size
         if stale.name != new.data:

@@ -2,7 +2,9 @@
 
 The decoded pixels also give each file its perceptual hash (:func:`caltech_cam.data.phash.perceptual_hash`),
 which the splits use to keep near-duplicates together. Results are cached in a small TSV keyed by (path, size,
-mtime): a later run over an unchanged root neither re-reads nor re-decodes anything.
+mtime) and by the decoders' versions (torchvision, Pillow): a later run over an unchanged root with the same
+decoders neither re-reads nor re-decodes anything, and an upgraded decoder re-checks every file (logged), so two
+generations of perceptual hashes never mix.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import PIL
+import torchvision
 
 from caltech_cam.data.decode import MAX_PIXELS, BadImageError, decode_rgb
 from caltech_cam.data.index import DataNotPreparedError, DatasetIndex
@@ -27,6 +32,15 @@ _CACHE_HEADER = ("path", "size", "mtime_ns", "sha1", "phash", "error")
 # v2 added the perceptual hash: a v1 cache has none, so every file is checked again (and the log says why).
 _CACHE_VERSION = "# caltech_cam decode-check v2"
 _CACHE_PREFIX = "# caltech_cam decode-check "
+
+
+def decoders() -> str:
+    """The versions of what decodes and hashes the files: a cache written by others is not trusted."""
+    return f"torchvision={torchvision.__version__} pillow={PIL.__version__}"
+
+
+def _first_line() -> str:
+    return f"{_CACHE_VERSION} {decoders()}"
 
 
 @dataclass(frozen=True)
@@ -84,11 +98,7 @@ def check_images(
     if todo:
         if cache_file and (old := _older_format(Path(cache_file))):
             log.warning(
-                "the decode-check cache %s is in an older format (%s, without perceptual hashes): "
-                "checking all %d images again",
-                cache_file,
-                old,
-                len(stamps),
+                "the decode-check cache %s is %s: checking all %d images again", cache_file, old, len(stamps)
             )
         log.info(
             "decode-checking %d of %d images (%d cached)", len(todo), len(stamps), len(stamps) - len(todo)
@@ -113,8 +123,7 @@ def load_checks(index: DatasetIndex, cache_file: str | Path | None) -> dict[str,
     if todo:
         where = f"in {cache_file}" if cache_file else "(data.cache_dir and data.output_dir are both null)"
         if cache_file and (old := _older_format(Path(cache_file))):
-            current = _CACHE_VERSION[len(_CACHE_PREFIX) :]
-            where += f" (its format is {old}, older than {current}: no perceptual hashes)"
+            where += f" (it is {old})"
         raise DataNotPreparedError(
             f"{len(todo)} of {len(stamps)} image file(s) under {index.root} have no up-to-date decode check "
             f"{where}, e.g. {', '.join(todo[:3])}.\n"
@@ -184,8 +193,8 @@ def _read_cache(path: Path) -> dict[str, tuple[_Stamp, FileCheck]]:
     if not path.is_file():
         return {}
     with path.open(newline="", encoding="utf-8") as fh:
-        if fh.readline().strip() != _CACHE_VERSION:
-            return {}  # an older format: ignore it, it gets rewritten
+        if fh.readline().strip() != _first_line():
+            return {}  # an older format or other decoders: ignore it, it gets rewritten
         rows = csv.DictReader(fh, delimiter="\t")
         return {
             r["path"]: (
@@ -197,20 +206,25 @@ def _read_cache(path: Path) -> dict[str, tuple[_Stamp, FileCheck]]:
 
 
 def _older_format(path: Path) -> str | None:
-    """The version of a cache file written by an older release (e.g. ``v1``), else ``None``."""
+    """Why a cache file cannot be trusted as a whole: written by an older release (e.g. ``v1, without perceptual
+    hashes``) or by other decoders (``torchvision=0.28.0 pillow=11.0.0``); ``None`` when it can."""
     if not path.is_file():
         return None
     with path.open(encoding="utf-8") as fh:
         first = fh.readline().strip()
-    if first.startswith(_CACHE_PREFIX) and first != _CACHE_VERSION:
-        return first[len(_CACHE_PREFIX) :]
-    return None
+    if not first.startswith(_CACHE_PREFIX) or first == _first_line():
+        return None
+    if first == _CACHE_VERSION:
+        return "written before the cache recorded its decoders' versions"
+    if first.startswith(_CACHE_VERSION + " "):
+        return f"written with {first[len(_CACHE_VERSION) + 1 :]}, this run has {decoders()}"
+    return f"in an older format ({first[len(_CACHE_PREFIX) :]}, without perceptual hashes)"
 
 
 def _write_cache(path: Path, entries: dict[str, tuple[_Stamp, FileCheck]]) -> None:
     # Two ranks or nodes writing at once, or a run killed mid-write, never leave a torn file.
     with write_atomically(path) as fh:
-        fh.write(_CACHE_VERSION + "\n")
+        fh.write(_first_line() + "\n")
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(_CACHE_HEADER)
         for rel, (stamp, check) in entries.items():
