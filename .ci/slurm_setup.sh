@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install a one-node SLURM (Debian's slurm-wlm + munge) for tests/test_slurm.py. Idempotent; needs root and apt.
-# The tests start and stop their own daemons (tests/slurm_cluster.py): nothing is configured or started here.
+# Install a one-node SLURM (Debian's slurm-wlm + munge) for tests/scaling/test_slurm.py. Idempotent; needs root and apt.
+# The tests start and stop their own daemons (tests/helpers/slurm_cluster.py): nothing is configured or started here.
 set -euo pipefail
 # Jobs reach each other (DDP's MASTER_ADDR) by the node's short hostname: make sure it resolves.
 if ! getent hosts "$(hostname -s)" >/dev/null; then

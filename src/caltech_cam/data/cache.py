@@ -2,7 +2,7 @@
 memory-mapped file, so an epoch reads bytes instead of decoding JPEGs.
 
 - Same pixels as the live path: the resize is the preset's own ``v2.Resize((R, R), antialias=True)`` on the
-  decoded uint8 image, so the cached bytes equal the live path's resized image exactly (tests/test_data_cache.py).
+  decoded uint8 image, so the cached bytes equal the live path's resized image exactly (tests/data/test_cache.py).
 - One file per (root, size) in the cache folder: ``uint8-<root key>-<R>-<content key>.bin`` holding N x 3 x R x R
   bytes, and its index ``uint8-<root key>-<R>.json`` (path -> row, each file's sha1, the torchvision version).
   Both are written to a temporary file and renamed, data first, so a reader sees a whole old cache or a whole new

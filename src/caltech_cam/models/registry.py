@@ -135,51 +135,46 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def build_model(
-    name: str,
-    num_classes: int,
-    *,
-    in_channels: int = 3,
-    pretrained: bool = False,
-    weights_path: str | None = None,
-    image_size: int | None = None,
-    input_mean: Sequence[float] | None = None,
-    input_std: Sequence[float] | None = None,
-    options: Mapping[str, Any] | None = None,
+    name: str, num_classes: int, *, options: Mapping[str, Any] | None = None, **inputs: Any
 ) -> nn.Module:
     """Build backbone `name` for `num_classes`, taking the preset's normalized (B, in_channels, S, S) batch.
 
-    pretrained: start from ImageNet weights (torch hub cache or download; or `weights_path`, a state dict file).
-    image_size: the training crop; decides InceptionV3's aux head (kept only at >= 299 px, or when None).
+    `inputs` are the builders' keywords, checked here for every backbone:
+    in_channels (default 3): the preset's channels, one of the spec's `in_channels`;
+    pretrained: start from ImageNet weights (torch hub cache or download; or `weights_path`, a state dict file);
+    image_size: the training crop; decides InceptionV3's aux head (kept only at >= 299 px, or when None);
     input_mean/input_std: the preset's normalization, needed to feed pretrained InceptionV3 what it expects.
     options: the model's architecture options (`ModelSpec.options`); missing ones take their defaults.
     Returns logits, or in training mode `(logits, aux_logits)` for InceptionV3 with its aux head.
     """
     spec = get_spec(name)
+    unknown = sorted(set(inputs) - BUILDER_INPUTS)
+    if unknown:
+        raise TypeError(f"build_model got unknown keyword(s) {unknown}; expected {sorted(BUILDER_INPUTS)}")
+    inputs = {"in_channels": 3, "pretrained": False, "weights_path": None, "image_size": None, **inputs}
+    inputs.setdefault("input_mean", None)
+    inputs.setdefault("input_std", None)
+    in_channels, image_size = inputs["in_channels"], inputs["image_size"]
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if in_channels not in spec.in_channels:
         raise ValueError(
             f"{name} takes in_channels in {spec.in_channels} (presets {spec.allowed_presets}), got {in_channels}"
         )
-    for label, stats in (("input_mean", input_mean), ("input_std", input_std)):
+    for label in ("input_mean", "input_std"):
+        stats = inputs[label]
         if stats is not None and len(stats) != in_channels:
             raise ValueError(
                 f"{label} has {len(stats)} values for {in_channels} input channels: {tuple(stats)}"
             )
-    if input_std is not None and any(s <= 0 for s in input_std):
-        raise ValueError(f"input_std must be positive, got {tuple(input_std)}")
+    if inputs["input_std"] is not None and any(s <= 0 for s in inputs["input_std"]):
+        raise ValueError(f"input_std must be positive, got {tuple(inputs['input_std'])}")
     if image_size is not None and image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
-    if weights_path is not None and not pretrained:
-        raise ValueError(f"weights_path={weights_path!r} is only read with pretrained=True")
-    resolved = spec.resolve_options(options)
-    return spec.build(
-        num_classes,
-        in_channels=in_channels,
-        pretrained=pretrained,
-        weights_path=weights_path,
-        image_size=image_size,
-        input_mean=input_mean,
-        input_std=input_std,
-        **resolved,
-    )
+    if inputs["weights_path"] is not None and not inputs["pretrained"]:
+        raise ValueError(f"weights_path={inputs['weights_path']!r} is only read with pretrained=True")
+    return spec.build(num_classes, **inputs, **spec.resolve_options(options))
+
+
+# The keywords every builder takes besides num_classes (and its architecture options).
+BUILDER_INPUTS = {"in_channels", "pretrained", "weights_path", "image_size", "input_mean", "input_std"}

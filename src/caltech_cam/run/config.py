@@ -42,8 +42,13 @@ RESOLVERS = {
 
 
 def register_resolvers() -> None:
-    """Make every `${caltech_cam.*:...}` resolver of conf/ available (idempotent). Each app calls it before Hydra
+    """Make everything conf/ refers to outside its YAML files available (idempotent): every `${caltech_cam.*:...}`
+    resolver, and the `/caltech_cam/<name>` nodes of Python defaults (`run.schemas`). Each app calls it before Hydra
     composes its config; so do notebooks and tests that compose configs themselves."""
+    # Imported here: the schemas import the LightningModule and the callbacks, which only composing needs.
+    from caltech_cam.run.schemas import register_schemas
+
     for name, resolver in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
+    register_schemas()

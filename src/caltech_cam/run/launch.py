@@ -149,9 +149,11 @@ def launcher_plugin(target: str, package: str) -> str:
     """`target` (a launcher class path) if its module imports; else ImportError naming the pip package.
 
     Resolver `${caltech_cam.launcher_plugin:<class>,<package>}` (`run.config.register_resolvers`)."""
-    module = target.rpartition(".")[0]
+    module, _, name = target.rpartition(".")
     try:
-        importlib.import_module(module)
+        # getattr too: a hydra_plugins module imports without its plugin and raises ImportError for the class only
+        # (Hydra imports every hydra_plugins module at each start, so it must not fail there).
+        getattr(importlib.import_module(module), name)
     except ImportError as error:
         raise ImportError(
             f"hydra/launcher needs the Hydra plugin {target!r}, which is not installed ({error}). "

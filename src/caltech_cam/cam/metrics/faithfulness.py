@@ -7,7 +7,9 @@ Masking multiplies the input by the map: on a normalized input, 0 is the dataset
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -155,33 +157,25 @@ def _rise_curve(
         return _probabilities(model, images(), classes.repeat_interleave(steps + 1)).view(batch, steps + 1)
 
 
-def _rise_auc(
+def rise_auc(*args: Any, steps: int = 16, **settings: Any) -> Tensor:
+    """∫₀¹ p_c dt by the trapezoid rule on t = s/steps, (B,), of `rise_curve(*args, steps=steps, **settings)`
+    (`deletion_auc`, `insertion_auc`)."""
+    return torch.trapezoid(rise_curve(*args, steps=steps, **settings), dx=1.0 / steps, dim=1)
+
+
+def rise_curve(
     model: nn.Module,
     images: Tensor,
     saliency: Tensor,
-    targets: Tensor | Sequence[int] | None,
-    steps: int,
-    chunk_size: int,
+    targets: Tensor | Sequence[int] | None = None,
     *,
     insertion: bool,
+    steps: int = 16,
+    chunk_size: int = 64,
 ) -> Tensor:
-    """∫₀¹ p_c dt by the trapezoid rule on t = s/steps, (B,), of `_rise_curves`."""
-    curve = _rise_curves(model, images, saliency, targets, steps, chunk_size, insertion=insertion)
-    return torch.trapezoid(curve, dx=1.0 / steps, dim=1)
-
-
-def _rise_curves(
-    model: nn.Module,
-    images: Tensor,
-    saliency: Tensor,
-    targets: Tensor | Sequence[int] | None,
-    steps: int,
-    chunk_size: int,
-    *,
-    insertion: bool,
-) -> Tensor:
-    """p_c at t = s/steps, (B, steps+1): deletion goes from the images to 0 (the mean colour of a normalized
-    input), insertion from RISE's blur (Gaussian, 11 px, σ = 5) to the images."""
+    """p_c at t = s/steps, (B, steps+1) (RISE, Petsiuk et al., BMVC 2018): deletion (`insertion=False`) sets the
+    most salient fraction t of pixels to 0 (the mean colour of a normalized input); insertion restores them onto
+    RISE's blur (Gaussian, 11 px, σ = 5). Costs B·(steps+1) forwards."""
     if saliency.shape != (images.shape[0], *images.shape[-2:]):
         raise ValueError(f"saliency of shape {tuple(saliency.shape)}; expected (B, H, W) of the images")
     if steps < 1:
@@ -194,62 +188,38 @@ def _rise_curves(
     return _rise_curve(model, start, end, saliency, classes, steps, chunk_size)
 
 
-def deletion_auc(
-    model: nn.Module,
-    images: Tensor,
-    saliency: Tensor,
-    targets: Tensor | Sequence[int] | None = None,
-    *,
-    steps: int = 16,
-    chunk_size: int = 64,
-) -> Tensor:
+def _named(function: functools.partial, name: str, doc: str) -> functools.partial:
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = doc
+    return function
+
+
+deletion_auc = _named(
+    functools.partial(rise_auc, insertion=False),
+    "deletion_auc",
     """Deletion AUC (Petsiuk et al., RISE, BMVC 2018), per image (B,). Lower is better.
 
     AUC = ∫₀¹ p_c(x with the most salient fraction t of pixels set to 0) dt, by the trapezoid rule on
     t = s/steps. 0 is the mean colour of a normalized input. Costs B·(steps+1) forwards.
-    """
-    return _rise_auc(model, images, saliency, targets, steps, chunk_size, insertion=False)
-
-
-def insertion_auc(
-    model: nn.Module,
-    images: Tensor,
-    saliency: Tensor,
-    targets: Tensor | Sequence[int] | None = None,
-    *,
-    steps: int = 16,
-    chunk_size: int = 64,
-) -> Tensor:
+    `deletion_auc(model, images, saliency, targets=None, *, steps=16, chunk_size=64)`.""",
+)
+insertion_auc = _named(
+    functools.partial(rise_auc, insertion=True),
+    "insertion_auc",
     """Insertion AUC (Petsiuk et al., RISE, BMVC 2018), per image (B,). Higher is better.
 
     AUC = ∫₀¹ p_c(blurred x with the most salient fraction t of pixels restored) dt, trapezoid rule on
     t = s/steps; the blur is RISE's (Gaussian, 11 px, σ = 5). Costs B·(steps+1) forwards.
-    """
-    return _rise_auc(model, images, saliency, targets, steps, chunk_size, insertion=True)
-
-
-def deletion_curve(
-    model: nn.Module,
-    images: Tensor,
-    saliency: Tensor,
-    targets: Tensor | Sequence[int] | None = None,
-    *,
-    steps: int = 16,
-    chunk_size: int = 64,
-) -> Tensor:
-    """The curve `deletion_auc` integrates, (B, steps+1): p_c with the top fraction t = s/steps of pixels set to 0."""
-    return _rise_curves(model, images, saliency, targets, steps, chunk_size, insertion=False)
-
-
-def insertion_curve(
-    model: nn.Module,
-    images: Tensor,
-    saliency: Tensor,
-    targets: Tensor | Sequence[int] | None = None,
-    *,
-    steps: int = 16,
-    chunk_size: int = 64,
-) -> Tensor:
-    """The curve `insertion_auc` integrates, (B, steps+1): p_c of the blurred image with the top fraction t = s/steps
-    of pixels restored."""
-    return _rise_curves(model, images, saliency, targets, steps, chunk_size, insertion=True)
+    `insertion_auc(model, images, saliency, targets=None, *, steps=16, chunk_size=64)`.""",
+)
+deletion_curve = _named(
+    functools.partial(rise_curve, insertion=False),
+    "deletion_curve",
+    "The curve `deletion_auc` integrates, (B, steps+1): p_c with the top fraction t = s/steps of pixels set to 0.",
+)
+insertion_curve = _named(
+    functools.partial(rise_curve, insertion=True),
+    "insertion_curve",
+    "The curve `insertion_auc` integrates, (B, steps+1): p_c of the blurred image with the top fraction t = s/steps "
+    "of pixels restored.",
+)

@@ -42,6 +42,10 @@ class MapBatch:
     chunk_size: int = 64
     generator: torch.Generator | None = None  # for metrics that draw noise (ROAD's imputation), on the device
 
+    def args(self) -> tuple[nn.Module, Tensor, Tensor, Tensor]:
+        """(model, images, maps, targets): the leading arguments of every faithfulness function."""
+        return self.model, self.images, self.maps, self.targets
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -108,34 +112,19 @@ def confidence(batch: MapBatch) -> dict[str, Tensor]:
 @register_metric("deletion", {"deletion_auc": "lower"})
 def deletion(batch: MapBatch) -> dict[str, Tensor]:
     """Deletion AUC (RISE, Petsiuk et al. 2018)."""
-    return {
-        "deletion_auc": deletion_auc(
-            batch.model, batch.images, batch.maps, batch.targets, chunk_size=batch.chunk_size
-        )
-    }
+    return {"deletion_auc": deletion_auc(*batch.args(), chunk_size=batch.chunk_size)}
 
 
 @register_metric("insertion", {"insertion_auc": "higher"})
 def insertion(batch: MapBatch) -> dict[str, Tensor]:
     """Insertion AUC (RISE, Petsiuk et al. 2018)."""
-    return {
-        "insertion_auc": insertion_auc(
-            batch.model, batch.images, batch.maps, batch.targets, chunk_size=batch.chunk_size
-        )
-    }
+    return {"insertion_auc": insertion_auc(*batch.args(), chunk_size=batch.chunk_size)}
 
 
 @register_metric("road", {"road_morf": "lower", "road_lerf": "higher", "road": "higher"})
 def road(batch: MapBatch) -> dict[str, Tensor]:
     """ROAD (Rong et al., ICML 2022): MoRF, LeRF and (LeRF − MoRF)/2 with noisy linear imputation (road.py)."""
-    return road_scores(
-        batch.model,
-        batch.images,
-        batch.maps,
-        batch.targets,
-        chunk_size=batch.chunk_size,
-        generator=batch.generator,
-    )
+    return road_scores(*batch.args(), chunk_size=batch.chunk_size, generator=batch.generator)
 
 
 def default_metrics() -> list[str]:

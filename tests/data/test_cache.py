@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 
 from caltech_cam.data import CaltechDataModule, load_rgb
 from caltech_cam.data.cache import CachedDataset, CacheError, open_cache
-from tests.conftest import compose_train, tiny_overrides
+from tests.helpers import compose_train, tiny_overrides
 
 SIZES = {"resnet": {"resize": 64}, "inception": {"resize": 80, "crop": 76}}
 

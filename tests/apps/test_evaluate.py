@@ -16,7 +16,7 @@ from caltech_cam.evaluate import EVAL_SPLITS, evaluate, training_config
 from caltech_cam.models.checkpoints import load_classifier
 from caltech_cam.run.build import prepared_datamodule
 from caltech_cam.run.config import config_dir
-from tests.conftest import one_step_checkpoint
+from tests.helpers import one_step_checkpoint
 
 
 def compose_evaluate(overrides: list[str]) -> DictConfig:

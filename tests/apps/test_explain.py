@@ -17,7 +17,7 @@ from PIL import Image
 from caltech_cam.cam import Explainer
 from caltech_cam.data.decode import load_rgb
 from caltech_cam.models.checkpoints import load_classifier
-from tests.conftest import one_step_checkpoint
+from tests.helpers import one_step_checkpoint
 
 CLASSES = ["ak47", "dog", "spider"]
 

@@ -38,7 +38,7 @@ from caltech_cam.tune import (
     train_overrides_of,
     write_results,
 )
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 # A trial here: one train batch, one val batch, one epoch, no test, no logger, no checkpoint files.
 FAST = [
@@ -407,7 +407,7 @@ def test_two_worker_processes_share_one_journal_and_lose_no_trial(tmp_path, synt
 def test_slurm_array_tasks_share_one_study(slurm_cluster, tmp_path, synthetic_root):
     """`sbatch --array=0-1` running the same tune command: each task is a worker (tune.worker = the array index)
     on one journal, and the study holds every task's trials."""
-    from tests.slurm_cluster import wait_for
+    from tests.helpers.slurm_cluster import wait_for
 
     study_dir = tmp_path / "outputs" / "tune" / "array"
     args = [*train_args(synthetic_root, tmp_path), *SPACE, "tune.study_name=array", "tune.n_trials=1"]

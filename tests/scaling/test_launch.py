@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from caltech_cam.run.config import rank_tag
 from caltech_cam.run.launch import NODE_VARIABLES, LaunchError, check_trainer
-from tests.conftest import run_dirs, tiny_overrides
+from tests.helpers import run_dirs, tiny_overrides
 
 RANK_VARIABLES = (
     "RANK",

@@ -25,7 +25,7 @@ from caltech_cam.models.checkpoints import load_classifier
 from caltech_cam.run.build import prepared_datamodule
 from caltech_cam.run.config import config_dir
 from caltech_cam.run.reports import class_report
-from tests.conftest import one_step_checkpoint, run_dirs
+from tests.helpers import one_step_checkpoint, run_dirs
 
 METHODS = ["gradcam", "eigencam"]
 LAYERS = ["layer3", "layer4"]
@@ -87,7 +87,7 @@ def test_cli_writes_scores_and_classification_reports(
         f"cams.methods=[{','.join(METHODS)}]",
         f"cams.layers=[{','.join(LAYERS)}]",
         "cams.num_images=4",
-        # deletion/insertion are checked against direct calls in test_cam_scoring.py; here the rest.
+        # deletion/insertion are checked against direct calls in tests/cam/test_scoring.py; here the rest.
         "cams.metrics=[localization,confidence,road,sanity]",
         "cams.sanity_images=2",
         "cams.resamples=200",

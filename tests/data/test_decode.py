@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from caltech_cam.data import MAX_PIXELS, BadImageError, load_rgb
-from tests.conftest import jpeg_bytes
+from tests.helpers import jpeg_bytes
 
 
 def _pil_rgb(path: Path) -> torch.Tensor:

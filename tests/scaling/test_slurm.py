@@ -1,4 +1,4 @@
-"""hydra/launcher=slurm against a real one-node SLURM cluster (tests/slurm_cluster.py): a multirun brings back
+"""hydra/launcher=slurm against a real one-node SLURM cluster (tests/helpers/slurm_cluster.py): a multirun brings back
 both jobs, a 2-task job trains with DDP over gloo, and a pre-timeout signal or a preemption requeues the job, which
 resumes from its own last.ckpt and split by itself."""
 
@@ -20,17 +20,17 @@ from omegaconf import OmegaConf
 from caltech_cam.run.config import config_dir
 from caltech_cam.run.launch import launcher_plugin, tasks_per_node
 from caltech_cam.run.resume import resume_checkpoint
-from tests.conftest import compose_train, tiny_overrides
-from tests.slurm_cluster import SlurmCluster, read_epoch_log, wait_for
+from tests.helpers import compose_train, tiny_overrides
+from tests.helpers.slurm_cluster import SlurmCluster, read_epoch_log, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MAX_EPOCHS = 3
 
 
 def epoch_log(path: str, sleep_s: float = 0.0) -> list[str]:
     """Overrides adding the EpochLog probe (one line per epoch start, then a sleep from epoch 1 on)."""
     return [
-        "+callbacks.epoch_log._target_=tests.slurm_cluster.EpochLog",
+        "+callbacks.epoch_log._target_=tests.helpers.slurm_cluster.EpochLog",
         f"+callbacks.epoch_log.path={path}",
         f"+callbacks.epoch_log.sleep_s={sleep_s}",
     ]
@@ -178,7 +178,9 @@ def test_slurm_launcher_config_follows_the_trainer() -> None:
     launcher = cfg.hydra.launcher
     # One SLURM task per device and as many nodes as the trainer spans; the user's keys pass through.
     assert (launcher.tasks_per_node, launcher.nodes, launcher.partition) == (4, 2, "gpu")
-    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    # The plugin's SlurmLauncher with the request check (caltech_cam.run.slurm), under Hydra's plugin namespace.
+    assert launcher._target_ == "hydra_plugins.caltech_cam_slurm.CheckedSlurmLauncher"
+    assert launcher.pending_check_s == 10
     assert launcher.max_num_timeout > 0  # submitit requeues on timeouts...
     # ... and Lightning's own SLURM auto-requeue is off, so only one of them owns the signals.
     assert OmegaConf.to_container(cfg.trainer.plugins) == [

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from caltech_cam.cam import Explainer
 from caltech_cam.models import ClassifierModule, load_classifier
-from tests.conftest import compose_train, tiny_overrides
+from tests.helpers import compose_train, tiny_overrides
 
 CLASSES = ["a", "b", "c", "d"]
 PRESET = {"name": "resnet", "resize": 64, "crop": None}

@@ -29,7 +29,7 @@ from caltech_cam.data import generate_synthetic
 from caltech_cam.data.boxes import ImageBoxes
 from caltech_cam.data.presets import make_preset
 from caltech_cam.data.synthetic.draw import OBJECT_SPECS, render_image
-from tests.conftest import compose_train
+from tests.helpers import compose_train
 
 SIZE = (20, 20)
 # Pixels 5..9 in both directions: 25 of 400 pixels.

@@ -16,7 +16,8 @@ from caltech_cam.data import make_preset
 from caltech_cam.models import MODEL_SPECS, ClassifierModule, load_classifier
 from caltech_cam.models.classifier import default_optimizer, default_scheduler
 from caltech_cam.run.config import config_dir
-from tests.conftest import compose_train, one_step_checkpoint, tiny_overrides
+from caltech_cam.run.schemas import SCHEMAS, signature_defaults
+from tests.helpers import compose_train, one_step_checkpoint, tiny_overrides
 
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "momentum": 0.9}
 
@@ -32,29 +33,40 @@ class _Trainer:  # configure_optimizers only asks for the run's length
 
 
 # ------------------------------------------------------------------------------------------ one source of defaults
-# Arguments the data supplies when `build_module` instantiates the model node (YAML: ??? or null).
-FROM_THE_DATA = {"num_classes", "class_names", "preset"}
-
-
 @pytest.mark.parametrize("model", sorted(MODEL_SPECS))
-def test_python_defaults_equal_the_yaml(model):
-    """Every key of conf/classifier.yaml is an argument whose Python default is the YAML value, unless the model's
-    own file overrides it; optimizer=None/scheduler=None are train's default optimizer and scheduler files."""
+def test_every_argument_is_a_key_and_its_default_comes_from_the_signature(model):
+    """The composed model node holds every constructor argument; those conf/classifier.yaml does not write down
+    have the Python default (run.schemas), and the model's own file overrides what differs for it.
+    optimizer=None/scheduler=None read the very files the composed config holds (one source, no copy)."""
     shared = OmegaConf.load(config_dir() / "classifier.yaml")
     own = OmegaConf.load(config_dir() / "model" / f"{model}.yaml")
     composed = compose_train([f"model={model}"]).model
     params = inspect.signature(ClassifierModule).parameters
-    arguments = [k for k in shared if not k.startswith("_") and k not in ("defaults", "small_input")]
-    assert set(arguments) | {"class_names", "optimizer", "scheduler"} == set(params) - {"self"}
-    for key in arguments:
-        if key in own or key in FROM_THE_DATA or params[key].default is inspect.Parameter.empty:
-            continue
-        assert composed[key] == params[key].default, f"model.{key}: YAML {composed[key]!r} != Python"
-    # optimizer=None / scheduler=None read the very files the composed config holds (one source, no copy).
+    assert set(params) - {"self", "class_names"} <= set(composed)
+    written = {k for k in shared if k != "defaults"}
+    restated = written & set(signature_defaults(ClassifierModule, SCHEMAS["classifier"][1]))
+    assert restated == set(), f"Python defaults restated in conf/classifier.yaml: {restated}"
+    for key, default in signature_defaults(ClassifierModule, SCHEMAS["classifier"][1]).items():
+        if key not in own:
+            assert composed[key] == default, f"model.{key}"
     assert OmegaConf.to_container(composed.optimizer) == default_optimizer()
     assert OmegaConf.to_container(composed.scheduler) == default_scheduler()
     # What differs per model is what the registry and the weights say: pretrained where ImageNet weights exist.
     assert composed.pretrained == (model != "my_inception_v3")
+    # Overridden like any key, without `+`; an argument that does not exist is still Hydra's error.
+    assert compose_train([f"model={model}", "model.backbone_lr_mult=0.3"]).model.backbone_lr_mult == 0.3
+
+
+def test_the_callbacks_defaults_come_from_their_signatures():
+    from caltech_cam.callbacks import GradCAMLogger, StepTimer
+
+    callbacks = compose_train([]).callbacks
+    for key, target in (("grad_cam", GradCAMLogger), ("step_timing", StepTimer)):
+        node = OmegaConf.to_container(callbacks[key])
+        assert node.pop("_target_").endswith(target.__name__) and node.pop("enabled") is True
+        assert node == signature_defaults(target), key
+    # The callbacks keep the order they had when the YAML spelled them out (it decides the hook order).
+    assert list(callbacks)[-2:] == ["step_timing", "grad_cam"]
 
 
 def test_default_scheduler_is_one_cosine_over_the_run():
@@ -87,7 +99,7 @@ def test_label_smoothing_matches_its_definition():
     log_p = logits.log_softmax(dim=1)
     # (1 − ε)·(−log p_y) + ε·mean_k(−log p_k)  (Szegedy et al. 2016)
     by_hand = (0.8 * -log_p.gather(1, y[:, None])[:, 0] + 0.2 * -log_p.mean(dim=1)).mean()
-    assert float(loss) == pytest.approx(float(by_hand), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(by_hand.detach()), rel=1e-5)
 
 
 def test_inception_aux_loss_weight_at_299_px():
@@ -104,8 +116,9 @@ def test_inception_aux_loss_weight_at_299_px():
     torch.manual_seed(0)  # same dropout masks
     logits, aux = module.model(x)
     by_hand = F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux, y)
+    loss, by_hand = loss.detach(), by_hand.detach()
     assert float(loss) == pytest.approx(float(by_hand), rel=1e-5)
-    assert float(loss) != pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-3)
+    assert float(loss) != pytest.approx(float(F.cross_entropy(logits, y).detach()), rel=1e-3)
 
 
 def test_onecycle_peaks_per_group_over_the_whole_run(tmp_path, synthetic_root):

@@ -22,7 +22,7 @@ from caltech_cam.cam.metrics.road import (
     road_curve,
     road_scores,
 )
-from tests.conftest import require
+from tests.helpers import require
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from caltech_cam.cam import capture, compute_cams, postprocess
 from caltech_cam.cam.methods import eigencam
-from tests.conftest import require
+from tests.helpers import require
 
 pgc = require("pytorch_grad_cam")
 captum_attr = require("captum.attr")

@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from caltech_cam.callbacks.grad_cam import GradCAMLogger, select_probe
 from caltech_cam.cam.scoring import select_images
-from tests.conftest import compose_train, run_dirs, tiny_overrides
+from tests.helpers import compose_train, run_dirs, tiny_overrides
 
 
 def events_of(folder: Path) -> list[EventAccumulator]:
@@ -357,7 +357,7 @@ def test_frozen_backbone_stays_fixed_then_thaws_with_the_callback_on(tmp_path, s
 @pytest.mark.slow
 def test_two_process_ddp_only_rank_zero_computes_and_writes(tmp_path, synthetic_root):
     record = tmp_path / "record"
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
         [
             sys.executable,
@@ -367,7 +367,7 @@ def test_two_process_ddp_only_rank_zero_computes_and_writes(tmp_path, synthetic_
             "trainer=ddp_cpu",
             "trainer.max_epochs=3",
             "test=false",
-            "callbacks.grad_cam._target_=tests.recording.RecordingGradCAMLogger",
+            "callbacks.grad_cam._target_=tests.helpers.recording.RecordingGradCAMLogger",
             f"+callbacks.grad_cam.record_dir={record}",
         ],
         cwd=tmp_path,

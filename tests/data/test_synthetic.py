@@ -20,7 +20,7 @@ from caltech_cam.data.synthetic import (
     planned_class_dirs,
     requested_params,
 )
-from tests.conftest import SYNTHETIC_PARAMS, compose_train
+from tests.helpers import SYNTHETIC_PARAMS, compose_train
 
 SMALL = {"num_classes": 3, "images_per_class": 7, "min_size": 64, "max_size": 80}
 

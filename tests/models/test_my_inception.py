@@ -16,7 +16,7 @@ from torchvision.models import inception_v3
 
 from caltech_cam.models import MODEL_SPECS, ClassifierModule, build_model, load_classifier
 from caltech_cam.models.my_inception import MyInceptionV3, load_inception_v3_units
-from tests.conftest import compose_train, one_step_checkpoint
+from tests.helpers import compose_train, one_step_checkpoint
 
 VARIANTS = [(block, bn) for block in ("study", "inception_a") for bn in (False, True)]
 # The preset statistics the tests feed (gray: the inception preset's; RGB: ImageNet's), written out as oracles.

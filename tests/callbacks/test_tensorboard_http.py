@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import compose_train, tiny_overrides
-from tests.test_callback import events_of
+from tests.callbacks.test_grad_cam import events_of
+from tests.helpers import compose_train, tiny_overrides
 
 pytestmark = pytest.mark.slow  # trains, then runs a TensorBoard server in a subprocess
 
