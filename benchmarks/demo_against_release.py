@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        old = Path(tmp) / "release"
+        old = Path(tmp) / "code"
         old.mkdir()
         archive = subprocess.run(
             ["git", "archive", options.release, "src", "conf"], cwd=REPO, capture_output=True

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from caltech_cam.cam.metrics import localization as loc
 from caltech_cam.cam.metrics.localization import (
     BASELINES,
     box_masks,
@@ -324,3 +325,16 @@ def test_localization_experiment_centre_baseline_is_at_most_30_percent(tmp_path)
     assert _centre_hits(_drawn_boxes(synthetic, synthetic["object_scale"]), preset) <= 0.30
     # Contrast: the same set at the default object scale, where the centre is a strong guess (~70 %).
     assert _centre_hits(_drawn_boxes(synthetic, [0.4, 0.8]), preset) > 0.30
+
+
+def test_localization_scores_can_compute_some_columns_only():
+    torch.manual_seed(0)
+    maps = torch.rand(6, 20, 20)
+    masks = loc.box_masks(torch.tensor([[2.0, 3.0, 11.0, 15.0]] * 6), (20, 20))
+    every = loc.localization_scores(maps, masks, 2.0)
+    some = loc.localization_scores(maps, masks, 2.0, columns=("energy_pointing_game", "pointing_game"))
+    assert list(some) == ["pointing_game", "energy_pointing_game"]
+    for name, values in some.items():
+        assert torch.equal(values, every[name])
+    with pytest.raises(ValueError, match=r"unknown localization column\(s\) \['pointing'\]"):
+        loc.localization_scores(maps, masks, 2.0, columns=("pointing",))

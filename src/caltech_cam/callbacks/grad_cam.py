@@ -343,7 +343,7 @@ class GradCAMLogger(L.Callback):
         kept = torch.ones(
             images.shape[0], dtype=torch.bool, device=images.device
         )  # the excluded are not here
-        columns = {"pointing_game": "pointing_game", "energy_pointing_game": "energy_pointing_game"}
+        columns = ("pointing_game", "energy_pointing_game")
         values: dict[tuple[str, str], list[Tensor]] = {
             (c, layer): [] for c in columns for layer in explainer.layers
         }
@@ -366,6 +366,7 @@ class GradCAMLogger(L.Callback):
                     masks[part],
                     kept[part],
                     self._tolerance(images),
+                    columns=columns,
                 )
                 scores = metric.fn(view)
                 for column in columns:

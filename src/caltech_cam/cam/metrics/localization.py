@@ -18,7 +18,7 @@ NaN where the mask is empty (no box: the caller counts those), computed without 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -194,16 +194,22 @@ def relevance_rank(maps: Tensor, masks: Tensor) -> Tensor:
     return _empty_to_nan(score, masks)
 
 
-def localization_scores(maps: Tensor, masks: Tensor, tolerance: float) -> dict[str, Tensor]:
+def localization_scores(
+    maps: Tensor, masks: Tensor, tolerance: float, columns: Sequence[str] | None = None
+) -> dict[str, Tensor]:
     """Every localization score of ``maps`` against ``masks``, each (N,): the pointing game at ``tolerance`` and at
-    0, the energy pointing game, relevance mass and relevance rank."""
-    return {
-        "pointing_game": pointing_game(maps, masks, tolerance),
-        "pointing_game_tol0": pointing_game(maps, masks, 0.0),
-        "energy_pointing_game": energy_pointing_game(maps, masks),
-        "relevance_mass": relevance_mass(maps, masks),
-        "relevance_rank": relevance_rank(maps, masks),
+    0, the energy pointing game, relevance mass and relevance rank; ``columns`` computes only those named."""
+    scores: dict[str, Callable[[], Tensor]] = {
+        "pointing_game": lambda: pointing_game(maps, masks, tolerance),
+        "pointing_game_tol0": lambda: pointing_game(maps, masks, 0.0),
+        "energy_pointing_game": lambda: energy_pointing_game(maps, masks),
+        "relevance_mass": lambda: relevance_mass(maps, masks),
+        "relevance_rank": lambda: relevance_rank(maps, masks),
     }
+    unknown = sorted(set(columns or ()) - set(scores))
+    if unknown:
+        raise ValueError(f"unknown localization column(s) {unknown}; expected some of {list(scores)}")
+    return {name: score() for name, score in scores.items() if columns is None or name in columns}
 
 
 def uniform_baseline(

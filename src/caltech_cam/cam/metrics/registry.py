@@ -28,7 +28,7 @@ class MapBatch:
     `images` (B, C, H, W) normalized model input; `targets` (B,) the explained classes; `logits` (B, N) of the
     unmasked images; `maps` (B, H, W) in [0, 1]; `masks` (B, H, W) bool boxes in model-input pixels and `kept`
     (B,) bool (False: no box, or cropped away) when the split has boxes, else None; `tolerance` in pixels;
-    `generator` seeds any noise a metric draws.
+    `generator` seeds any noise a metric draws; `columns` asks for some columns only (the callback's two).
     """
 
     model: nn.Module
@@ -41,6 +41,9 @@ class MapBatch:
     tolerance: float
     chunk_size: int = 64
     generator: torch.Generator | None = None  # for metrics that draw noise (ROAD's imputation), on the device
+    columns: tuple[str, ...] | None = (
+        None  # only these columns, where a metric can skip the others (None: all)
+    )
 
     def args(self) -> tuple[nn.Module, Tensor, Tensor, Tensor]:
         """(model, images, maps, targets): the leading arguments of every faithfulness function."""
@@ -90,7 +93,7 @@ def register_metric(
 def localization(batch: MapBatch) -> dict[str, Tensor]:
     """Pointing game (at the tolerance and at 0), energy pointing game, relevance mass and rank (localization.py);
     NaN for images whose box is missing or cropped away."""
-    scores = loc.localization_scores(batch.maps, batch.masks, batch.tolerance)
+    scores = loc.localization_scores(batch.maps, batch.masks, batch.tolerance, batch.columns)
     return {k: torch.where(batch.kept, v.float(), torch.nan) for k, v in scores.items()}
 
 
