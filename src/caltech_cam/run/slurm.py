@@ -239,23 +239,27 @@ def partition_problems(request: Request, name: str, groups: Sequence[NodeGroup])
             "lower trainer.num_nodes (hydra.launcher.nodes follows it)"
         )
     if not problems:
-        fitting = sum(g.count for g in nodes if request.fits(g))
-        if fitting < request.nodes:
-            each = [_count(request.cpus, "CPU")]
-            each += [] if request.memory_mb is None else [f"{request.memory_mb} MB"]
-            each += [] if request.gpus_per_node is None else [_count(request.gpus_per_node, "GPU")]
-            if request.nodes == 1:
-                problems.append(
-                    f"no node of partition {name} has {', '.join(each)} at once (hydra.launcher.cpus_per_task × "
-                    "tasks_per_node, mem_gb, gpus_per_node): lower one of them"
-                )
-            else:
-                problems.append(
-                    f"hydra.launcher.nodes={request.nodes} needs {request.nodes} nodes with {', '.join(each)} "
-                    f"each; partition {name} has {fitting} such node(s) of {total}: lower the request or "
-                    "trainer.num_nodes"
-                )
+        problems += _combined_problems(request, name, nodes, total)
     return problems
+
+
+def _combined_problems(request: Request, name: str, nodes: Sequence[NodeGroup], total: int) -> list[str]:
+    """Each resource fits some node, but not enough nodes hold all of them at once."""
+    fitting = sum(g.count for g in nodes if request.fits(g))
+    if fitting >= request.nodes:
+        return []
+    each = [_count(request.cpus, "CPU")]
+    each += [] if request.memory_mb is None else [f"{request.memory_mb} MB"]
+    each += [] if request.gpus_per_node is None else [_count(request.gpus_per_node, "GPU")]
+    if request.nodes == 1:
+        return [
+            f"no node of partition {name} has {', '.join(each)} at once (hydra.launcher.cpus_per_task × "
+            "tasks_per_node, mem_gb, gpus_per_node): lower one of them"
+        ]
+    return [
+        f"hydra.launcher.nodes={request.nodes} needs {request.nodes} nodes with {', '.join(each)} "
+        f"each; partition {name} has {fitting} such node(s) of {total}: lower the request or trainer.num_nodes"
+    ]
 
 
 def check_request(request: Request, groups: Sequence[NodeGroup]) -> list[str]:
