@@ -16,6 +16,8 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from caltech_cam.utils.files import write_atomically
+
 
 def colormap_lut(cmap: str = "jet") -> Tensor:
     """The colormap's lookup table as uint8 RGB (N, 3), exactly matplotlib's `cmap(i, bytes=True)`."""
@@ -124,11 +126,11 @@ def to_pil(picture: Tensor) -> Image.Image:
 
 
 def save_png(picture: Tensor, path: str | Path) -> Path:
-    """Write a uint8 (3, H, W) tensor as PNG (parent folders created); returns the path."""
+    """Write a uint8 (3, H, W) tensor as PNG, atomically (parent folders created); returns the path."""
     _check_picture(picture)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torchvision.io.write_png(picture.cpu(), str(path))
+    with write_atomically(path, mode="wb") as fh:
+        fh.write(torchvision.io.encode_png(picture.cpu()).numpy().tobytes())
     return path
 
 

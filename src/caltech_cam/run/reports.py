@@ -145,7 +145,8 @@ def write_classification(report: ClassReport, output_dir: Path, writer: Any) -> 
     pairs = report.confused_pairs()
     _write_csv(output_dir / "confused_pairs.csv", pairs, ("true", "predicted", "count", "share"))
     fig = confusion_figure(report)
-    fig.savefig(output_dir / "confusion_matrix.png")
+    with write_atomically(output_dir / "confusion_matrix.png", mode="wb") as fh:
+        fig.savefig(fh, format="png")
     writer.add_figure("classification/confusion_matrix", fig, global_step=0, close=True)
     writer.add_scalar("classification/acc_top1", report.top1, 0)
     writer.add_scalar("classification/acc_top5", report.top5, 0)
