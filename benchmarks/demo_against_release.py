@@ -1,6 +1,6 @@
 """The demo trained by a release's code and by this checkout's, side by side: the same metrics with the same seed.
 
-    python benchmarks/demo_against_release.py [--release v0.2.0] [overrides ...]
+    python benchmarks/demo_against_release.py [--release 9298e6b] [overrides ...]   # 9298e6b is 0.2.0 (tag v0.2.0)
 
 Extracts `git archive <release> src conf` into a temporary folder, runs `python -m caltech_cam.train experiment=demo`
 once with `PYTHONPATH` at the release's code and once with this checkout's (each from an empty data folder, one
@@ -46,7 +46,7 @@ def run(code: Path, work: Path, overrides: list[str]) -> tuple[dict[str, float],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--release", default="v0.2.0")
+    parser.add_argument("--release", default="9298e6b", help="a commit or tag (default: 0.2.0, tag v0.2.0)")
     parser.add_argument("--tolerance", type=float, default=0.0)
     parser.add_argument("overrides", nargs="*")
     options = parser.parse_args()
