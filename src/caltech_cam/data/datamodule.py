@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from caltech_cam.data.boxes import ImageBoxes
 from caltech_cam.data.cache import CachedDataset, cache_folder, check_cache_mode, ensure_cache, open_cache
 from caltech_cam.data.check import (
     FileCheck,
@@ -23,15 +24,8 @@ from caltech_cam.data.check import (
 from caltech_cam.data.decode import MAX_PIXELS, load_rgb
 from caltech_cam.data.device_aug import finish_preset
 from caltech_cam.data.download import download_caltech256, download_folder
-from caltech_cam.data.index import (
-    ClassFolders,
-    DataNotPreparedError,
-    DatasetIndex,
-    DatasetNotFoundError,
-    index_root,
-    list_class_dirs,
-    resolve_root,
-)
+from caltech_cam.data.index import ClassFolders, DataNotPreparedError, DatasetIndex, DatasetNotFoundError
+from caltech_cam.data.layouts import Layout, get_layout
 from caltech_cam.data.presets import Preset, make_preset
 from caltech_cam.data.sampler import eval_sampler
 from caltech_cam.data.splits import (
@@ -134,8 +128,10 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         max_pixels: int = MAX_PIXELS,
         progress: bool = False,
         cache: str | None = None,
+        layout: str = "caltech256",
     ) -> None:
         super().__init__()
+        self.layout_name = get_layout(layout).name
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
         if prefetch_factor is not None and prefetch_factor < 1:
@@ -157,6 +153,10 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         self.near_duplicates = NearDuplicateConfig.from_mapping(plain(near_duplicates))
         self.bad_images = check_policy(bad_images)
         self.download = bool(download)
+        if self.download and not self.layout.download:
+            raise ValueError(
+                f"data.download=true: data.layout={layout} has no downloader; put the data under data.root"
+            )
         self.synthetic: dict[str, Any] | None = plain(synthetic) or None
         self.seed = int(seed)
         self.output_dir = Path(output_dir) if output_dir else None
@@ -174,6 +174,11 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         self.test_dataset: CaltechDataset | CachedDataset | None = None
 
     # -- what the model needs before a Trainer exists (cheap, writes nothing) ----------------------------
+    @property
+    def layout(self) -> Layout:
+        """The dataset layout (``data.layout``): how the root is found, indexed and its boxes read."""
+        return get_layout(self.layout_name)
+
     @property
     def class_dirs(self) -> tuple[str, ...]:
         """Class folder names in label order (``001.ak47``, ..., ``257.clutter``), from a cheap index.
@@ -193,14 +198,14 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         ``cache_dir`` (kept across runs), else ``<output_dir>/decode_check.tsv`` (this run's ranks share it),
         else ``None`` (only this process's :meth:`setup` can use them). Needs the root to exist."""
         if self.cache_dir is not None:
-            return cache_file_for(self.cache_dir, resolve_root(self.root), self.max_pixels)
+            return cache_file_for(self.cache_dir, self.layout.resolve(self.root), self.max_pixels)
         return self.output_dir / CHECKS_NAME if self.output_dir is not None else None
 
     @property
     def cache_path(self) -> Path:
         """The folder of the uint8 cache: ``cache_dir`` when set, else ``caltech_cam_cache/`` beside the class
         folders' root. Needs the root to exist."""
-        return cache_folder(self.cache_dir, resolve_root(self.root))
+        return cache_folder(self.cache_dir, self.layout.resolve(self.root))
 
     @property
     def split_rows(self) -> list[ManifestRow]:
@@ -299,6 +304,11 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
             "cache": str(cached.file) if cached is not None else None,
         }
 
+    def boxes_for(self, paths: Sequence[str | Path]) -> ImageBoxes | None:
+        """The ground-truth boxes of ``paths`` (a dataset's ``.paths``) as the layout stores them, or None when the
+        data has none (Caltech-256): what ``evaluate`` and the Grad-CAM callback score localization against."""
+        return self.layout.boxes(self.layout.resolve(self.root), paths)
+
     def summary(self) -> dict[str, Any]:
         """After ``setup``: classes, per-split counts, skipped files with reasons, bad images, exact and
         near-duplicate groups (with the near-duplicate settings and pair count), warnings (e.g. counts that differ
@@ -371,7 +381,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         if self.synthetic is not None:
             return planned_class_dirs(self.root, **self.synthetic)
         try:
-            return list_class_dirs(self.root)[1]
+            return self.layout.classes(self.root)
         except DatasetNotFoundError as exc:
             if not self.download:
                 raise
@@ -388,7 +398,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
             ensure_synthetic(self.root, **self.synthetic)
             return
         try:
-            resolve_root(self.root)
+            self.layout.resolve(self.root)
         except DatasetNotFoundError:
             if not self.download:
                 raise
@@ -403,7 +413,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
                     "does. A Lightning Trainer calls prepare_data() before setup(); outside one, call "
                     "datamodule.prepare_data() first."
                 )
-            index = index_root(self.root)
+            index = self.layout.index(self.root)
             if self._class_dirs is not None and index.class_dirs != self._class_dirs:
                 raise RuntimeError(
                     f"the class folders under {index.root} changed since the model was sized: "

@@ -122,8 +122,9 @@ def list_class_dirs(root: str | Path) -> tuple[Path, tuple[str, ...]]:
 
 
 def class_names(class_dirs: Sequence[str]) -> list[str]:
-    """Display names without the number: ``001.ak47`` -> ``ak47``."""
-    return [CLASS_FOLDER.match(d).group(2) for d in class_dirs]  # type: ignore[union-attr]
+    """Display names without the number: ``001.ak47`` -> ``ak47``; a folder not named ``NNN.name`` (an image-folder
+    class such as ``Mango``) is its own name."""
+    return [match.group(2) if (match := CLASS_FOLDER.match(d)) else d for d in class_dirs]
 
 
 def _scan(class_root: Path) -> tuple[list[str], list[Skipped]]:
