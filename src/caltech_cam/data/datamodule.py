@@ -39,6 +39,7 @@ from caltech_cam.data.splits import (
     make_split,
     near_duplicate_groups,
     near_duplicate_pairs,
+    official_crossings,
     read_manifest,
     validate_manifest,
     write_manifest,
@@ -149,6 +150,11 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         self.cache = check_cache_mode(cache)
         self._generators: dict[tuple[torch.device, int], torch.Generator] = {}
         self.split_config = SplitConfig.from_mapping(plain(split))
+        if self.split_config.mode == "official" and not self.layout.official:
+            raise ValueError(
+                f"data.split.mode=official: data.layout={self.layout_name} ships no official split (cub200 does); "
+                "use data.split.mode=fractions or per_class"
+            )
         self.split_file = Path(split_file) if split_file else None
         self.near_duplicates = NearDuplicateConfig.from_mapping(plain(near_duplicates))
         self.bad_images = check_policy(bad_images)
@@ -255,11 +261,15 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         near = near_duplicate_pairs(usable, hashes, phashes, self.near_duplicates)
         near_groups = near_duplicate_groups(usable, hashes, near)
         warnings = [*self._synthetic_warnings(), *index.warnings, *large_group_warnings(near_groups)]
+        if index.official is not None and self.split_config.mode == "official":
+            warnings += official_crossings(usable, hashes, near, index.official)
         if self.split_file is not None:
             rows = read_manifest(self.split_file)
             warnings += validate_manifest(rows, usable, hashes, self.split_file, near)
         else:
-            rows = make_split(usable, hashes, self.split_config, self.seed, index.class_dirs, near)
+            rows = make_split(
+                usable, hashes, self.split_config, self.seed, index.class_dirs, near, index.official
+            )
         if self.output_dir is not None and self._is_global_zero():
             self.manifest_path = write_manifest(rows, self.output_dir / MANIFEST_NAME)
 

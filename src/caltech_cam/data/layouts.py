@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from caltech_cam.data.boxes import ImageBoxes, boxes_for
+from caltech_cam.data.cub import cub_boxes, cub_classes, cub_folder, index_cub
 from caltech_cam.data.imagefolder import imagefolder_classes, imagefolder_root, index_imagefolder
 from caltech_cam.data.index import DatasetIndex, index_root, list_class_dirs, resolve_root
 
@@ -58,4 +59,7 @@ register_layout(
 )
 register_layout(
     Layout("imagefolder", resolve=imagefolder_root, classes=imagefolder_classes, index=index_imagefolder)
+)
+register_layout(
+    Layout("cub200", resolve=cub_folder, classes=cub_classes, index=index_cub, boxes=cub_boxes, official=True)
 )
