@@ -20,8 +20,6 @@ from caltech_cam.cam.engine import check_layers
 from caltech_cam.cam.metrics.localization import map_boxes
 from caltech_cam.cam.scoring import BoxSet, CamScores, ScoringSpec, score_cams, select_images
 from caltech_cam.data import MANIFEST_NAME
-from caltech_cam.data.boxes import boxes_for
-from caltech_cam.data.index import resolve_root
 from caltech_cam.models import ClassifierModule, load_classifier
 from caltech_cam.run.build import build_trainer, prepared_datamodule
 from caltech_cam.run.config import config_dir, register_resolvers
@@ -46,6 +44,7 @@ FIXED_BY_THE_RUN = {
     "near_duplicates": _MANIFEST,
     "seed": _MANIFEST,
     "synthetic": "the checkpoint's data already exists (data.root=... points elsewhere)",
+    "layout": "the training run's dataset decides how its folder is read (data.root=... points elsewhere)",
     "download": "fetch the archive first with python -m caltech_cam.prepare data.download=true",
     "output_dir": "evaluate writes into its own run directory (hydra.run.dir=...)",
 }
@@ -181,7 +180,7 @@ def cam_plan(
             raise TypeError(
                 f"the {split} dataset ({type(dataset).__name__}) has no .paths to look its boxes up by"
             )
-        found = boxes_for(resolve_root(datamodule.root), dataset.paths)
+        found = datamodule.boxes_for(dataset.paths)
         if found is not None:
             chosen = found.subset(indices)
             mapped, kept = map_boxes(chosen, module.preset)

@@ -529,7 +529,7 @@ def test_without_boxes_one_note_and_no_localization_scalars(tmp_path, synthetic_
     messages = _validate_twice(tmp_path, root, callback, caplog)
     notes = [m for m in messages if "has no boxes" in m]
     assert notes == [
-        f"GradCAMLogger: the validation set has no boxes (no boxes.json under {root}); no localization scalars "
+        f"GradCAMLogger: the validation set has no boxes (none for data.root={root}); no localization scalars "
         "(gradcam/pointing_game, gradcam/energy_pointing_game)."
     ]
     events = events_of(tmp_path / "v")  # each validate closes its writer: one event file each

@@ -184,3 +184,88 @@ def one_step_checkpoint(
     trainer.fit(module, DataLoader(TensorDataset(inputs, labels), batch_size=batch_size))
     trainer.save_checkpoint(path, weights_only=weights_only)
     return path
+
+
+# --------------------------------------------------------------------------- bring-your-own dataset layouts
+@dataclass(frozen=True)
+class ImageFolderTree:
+    """A tmp ImageFolder tree at ``root``: classes ``Mango < apple < kiwi`` (case-sensitive order), 8 real JPEGs
+    each (some nested two folders deep, upper-case and ``.jpeg``/``.png`` extensions), a byte copy across two
+    classes' sub-folders, a truncated JPEG, a text file inside a class and a file at the root."""
+
+    root: Path
+    bad: str = "kiwi/deep/er/broken.jpg"
+    duplicate: tuple[str, str] = ("apple/a_00.jpg", "kiwi/k_07.JPG")
+    skipped: tuple[str, ...] = ("README.txt", "apple/notes.txt")
+
+
+def make_imagefolder_tree(root: Path) -> ImageFolderTree:
+    def write(rel: str, data: bytes) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    for i in range(8):
+        write(f"Mango/{'sub/' if i % 3 == 0 else ''}m_{i:02d}.jpeg", jpeg_bytes(300 + i))
+        write(f"apple/a_{i:02d}.jpg", jpeg_bytes(320 + i))
+    for i in range(7):
+        write(f"kiwi/{'deep/er/' if i % 2 else ''}k_{i:02d}.jpg", jpeg_bytes(340 + i))
+    png = io.BytesIO()
+    Image.open(io.BytesIO(jpeg_bytes(360))).save(png, "PNG")
+    write("kiwi/k_png.PNG", png.getvalue())
+    write("kiwi/k_07.JPG", (root / "apple/a_00.jpg").read_bytes())
+    full = jpeg_bytes(361, size=(64, 64))
+    write("kiwi/deep/er/broken.jpg", full[: len(full) // 2])
+    write("apple/notes.txt", b"not an image\n")
+    write("README.txt", b"three fruit\n")
+    return ImageFolderTree(root)
+
+
+@dataclass(frozen=True)
+class CubTree:
+    """A tmp CUB-200-2011 replica: ``root`` is the parent, ``folder`` its ``CUB_200_2011``. Three classes of 8
+    real JPEGs (48x40), ids 1..24 in class order, odd ids train; boxes ``x y w h`` with the last image's box
+    reaching one pixel past its right edge (CUB's inclusive ends). ``crossing``: a byte copy of a training image
+    that the official split puts in test; ``stray``: an image under images/ that images.txt does not list."""
+
+    root: Path
+    folder: Path
+    classes: tuple[str, ...] = ("001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross")
+    crossing: tuple[str, str] = (
+        "images/001.Black_footed_Albatross/bird_001.jpg",
+        "images/001.Black_footed_Albatross/bird_002.jpg",
+    )
+    stray: str = "images/002.Laysan_Albatross/unlisted.jpg"
+
+    def box(self, image_id: int) -> tuple[float, float, float, float]:
+        """The x y w h written for ``image_id``."""
+        if image_id == 24:
+            return (30.0, 4.0, 19.0, 30.0)
+        return (float(image_id % 5), 2.0 + image_id % 3, 20.0 + image_id % 7, 15.5)
+
+
+def make_cub_tree(parent: Path) -> CubTree:
+    tree = CubTree(parent / "cub", parent / "cub" / "CUB_200_2011")
+    lines: dict[str, list[str]] = {name: [] for name in ("images", "labels", "split", "boxes")}
+    for image_id in range(1, 25):
+        label = (image_id - 1) // 8
+        rel = f"{tree.classes[label]}/bird_{image_id:03d}.jpg"
+        path = tree.folder / "images" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg_bytes(400 + image_id))
+        lines["images"].append(f"{image_id} {rel}")
+        lines["labels"].append(f"{image_id} {label + 1}")
+        lines["split"].append(f"{image_id} {image_id % 2}")
+        lines["boxes"].append(f"{image_id} " + " ".join(f"{v:.1f}" for v in tree.box(image_id)))
+    first, second = (tree.folder / p for p in tree.crossing)
+    second.write_bytes(first.read_bytes())
+    (tree.folder / tree.stray).write_bytes(jpeg_bytes(499))
+    files = {
+        "images": "images.txt",
+        "labels": "image_class_labels.txt",
+        "split": "train_test_split.txt",
+        "boxes": "bounding_boxes.txt",
+    }
+    for key, name in files.items():
+        (tree.folder / name).write_text("\n".join(lines[key]) + "\n")
+    return tree

@@ -21,8 +21,6 @@ from caltech_cam.cam.metrics.localization import box_masks, default_tolerance, m
 from caltech_cam.cam.metrics.registry import METRICS, MapBatch
 from caltech_cam.cam.render import check_style
 from caltech_cam.cam.scoring import select_images
-from caltech_cam.data.boxes import boxes_for
-from caltech_cam.data.index import resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +71,8 @@ class GradCAMLogger(L.Callback):
     - `gradcam/<layer>`: the probe images with that layer's overlay, captioned true / predicted class;
     - `gradcam/overview`: rows = images, columns = input then each layer (the study's figure of ResNet stages);
     - `gradcam/average_drop/<layer>` and `gradcam/increase_in_confidence/<layer>`: faithfulness on the probe;
-    - when the validation set has boxes (`data.boxes.boxes_for`; the synthetic set does, Caltech-256 does not)
-      and `localization`: `gradcam/pointing_game/<layer>` (fraction of images whose map maximum lies within
+    - when the validation set has boxes (the datamodule's `boxes_for`: the synthetic set and CUB-200 have them,
+      Caltech-256 does not) and `localization`: `gradcam/pointing_game/<layer>` (fraction of images whose map maximum lies within
       `tolerance` px of the box; default `localization.default_tolerance`, 15 px at 224) and
       `gradcam/energy_pointing_game/<layer>` (mean share of the map's mass inside the box), in [0, 1].
 
@@ -177,15 +175,13 @@ class GradCAMLogger(L.Callback):
         if not self.localization:
             return None
         dataset = datamodule.val_dataset
-        root, paths = getattr(datamodule, "root", None), getattr(dataset, "paths", None)
-        if root is not None:
-            root = resolve_root(root)  # where evaluate reads boxes.json too: the class folders' parent
-        boxes = boxes_for(root, paths) if root is not None and paths is not None else None
+        find, paths = getattr(datamodule, "boxes_for", None), getattr(dataset, "paths", None)
+        boxes = find(paths) if find is not None and paths is not None else None  # what evaluate reads too
         if boxes is None:
             why = (
-                f"no boxes.json under {root}"
-                if root is not None and paths is not None
-                else "its datamodule has no .root or its dataset no .paths"
+                f"none for data.root={getattr(datamodule, 'root', None)}"
+                if find is not None and paths is not None
+                else "its datamodule has no .boxes_for or its dataset no .paths"
             )
             self._say(
                 talk,

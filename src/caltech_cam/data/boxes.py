@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +76,16 @@ def boxes_for(root: str | Path, paths: Sequence[str | Path]) -> ImageBoxes | Non
         raise ValueError(f"{file} is not valid JSON: {exc}") from exc
     if not isinstance(table, dict):
         raise ValueError(f"{file} must map image paths to [x0, y0, x1, y1], got a {type(table).__name__}")
-    table = _table_by_file(root, table, file)
+    return table_boxes(root, _table_by_file(root, table, file), paths, file)
+
+
+def table_boxes(
+    root: Path, table: Mapping[str, object], paths: Sequence[str | Path], source: Path, slack: float = 0.0
+) -> ImageBoxes:
+    """The boxes of ``paths`` from ``table`` (posix path relative to ``root`` -> ``[x0, y0, x1, y1]``, end
+    exclusive), checked against each image's size (read from its header). A box that overshoots its image by at
+    most ``slack`` pixels is clipped to it (a dataset whose ends are inclusive pixels); any other box outside its
+    image is a ValueError naming it and ``source``."""
     keys = _relative_keys(root, paths)
     n = len(keys)
     boxes = torch.full((n, 4), math.nan, dtype=torch.float64)
@@ -91,7 +100,7 @@ def boxes_for(root: str | Path, paths: Sequence[str | Path]) -> ImageBoxes | Non
         sizes[i] = torch.tensor([height, width])
         if key not in table:
             continue
-        box = _check_box(table[key], key, width, height, file)
+        box = _check_box(table[key], key, width, height, source, slack)
         boxes[i] = torch.tensor(box, dtype=torch.float64)
         present[i] = True
     return ImageBoxes(boxes.float(), sizes, present)
@@ -130,8 +139,11 @@ def _relative_keys(root: Path, paths: Sequence[str | Path]) -> list[str]:
     return keys
 
 
-def _check_box(entry: object, key: str, width: int, height: int, file: Path) -> tuple[float, ...]:
-    """The entry as 4 floats, checked to lie inside the ``width`` x ``height`` image with positive extent."""
+def _check_box(
+    entry: object, key: str, width: int, height: int, file: Path, slack: float = 0.0
+) -> tuple[float, ...]:
+    """The entry as 4 floats, checked to lie inside the ``width`` x ``height`` image (``slack`` px beyond it are
+    clipped off) with positive extent."""
     if (
         not isinstance(entry, list | tuple)
         or len(entry) != 4
@@ -139,6 +151,8 @@ def _check_box(entry: object, key: str, width: int, height: int, file: Path) -> 
     ):
         raise ValueError(f"{file}: the box of {key!r} must be [x0, y0, x1, y1] (4 numbers), got {entry!r}")
     x0, y0, x1, y1 = (float(v) for v in entry)
+    if x1 <= width + slack and y1 <= height + slack:
+        x1, y1 = min(x1, width), min(y1, height)
     if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
         raise ValueError(
             f"{file}: the box {list(entry)} of {key!r} is outside its {width}x{height} (width x height) image "

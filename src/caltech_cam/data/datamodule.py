@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from caltech_cam.data.boxes import ImageBoxes
 from caltech_cam.data.cache import CachedDataset, cache_folder, check_cache_mode, ensure_cache, open_cache
 from caltech_cam.data.check import (
     FileCheck,
@@ -23,15 +24,8 @@ from caltech_cam.data.check import (
 from caltech_cam.data.decode import MAX_PIXELS, load_rgb
 from caltech_cam.data.device_aug import finish_preset
 from caltech_cam.data.download import download_caltech256, download_folder
-from caltech_cam.data.index import (
-    ClassFolders,
-    DataNotPreparedError,
-    DatasetIndex,
-    DatasetNotFoundError,
-    index_root,
-    list_class_dirs,
-    resolve_root,
-)
+from caltech_cam.data.index import ClassFolders, DataNotPreparedError, DatasetIndex, DatasetNotFoundError
+from caltech_cam.data.layouts import Layout, get_layout
 from caltech_cam.data.presets import Preset, make_preset
 from caltech_cam.data.sampler import eval_sampler
 from caltech_cam.data.splits import (
@@ -45,6 +39,7 @@ from caltech_cam.data.splits import (
     make_split,
     near_duplicate_groups,
     near_duplicate_pairs,
+    official_crossings,
     read_manifest,
     validate_manifest,
     write_manifest,
@@ -134,8 +129,10 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         max_pixels: int = MAX_PIXELS,
         progress: bool = False,
         cache: str | None = None,
+        layout: str = "caltech256",
     ) -> None:
         super().__init__()
+        self.layout_name = get_layout(layout).name
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
         if prefetch_factor is not None and prefetch_factor < 1:
@@ -153,10 +150,19 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         self.cache = check_cache_mode(cache)
         self._generators: dict[tuple[torch.device, int], torch.Generator] = {}
         self.split_config = SplitConfig.from_mapping(plain(split))
+        if self.split_config.mode == "official" and not self.layout.official:
+            raise ValueError(
+                f"data.split.mode=official: data.layout={self.layout_name} ships no official split (cub200 does); "
+                "use data.split.mode=fractions or per_class"
+            )
         self.split_file = Path(split_file) if split_file else None
         self.near_duplicates = NearDuplicateConfig.from_mapping(plain(near_duplicates))
         self.bad_images = check_policy(bad_images)
         self.download = bool(download)
+        if self.download and not self.layout.download:
+            raise ValueError(
+                f"data.download=true: data.layout={layout} has no downloader; put the data under data.root"
+            )
         self.synthetic: dict[str, Any] | None = plain(synthetic) or None
         self.seed = int(seed)
         self.output_dir = Path(output_dir) if output_dir else None
@@ -174,6 +180,11 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         self.test_dataset: CaltechDataset | CachedDataset | None = None
 
     # -- what the model needs before a Trainer exists (cheap, writes nothing) ----------------------------
+    @property
+    def layout(self) -> Layout:
+        """The dataset layout (``data.layout``): how the root is found, indexed and its boxes read."""
+        return get_layout(self.layout_name)
+
     @property
     def class_dirs(self) -> tuple[str, ...]:
         """Class folder names in label order (``001.ak47``, ..., ``257.clutter``), from a cheap index.
@@ -193,14 +204,14 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         ``cache_dir`` (kept across runs), else ``<output_dir>/decode_check.tsv`` (this run's ranks share it),
         else ``None`` (only this process's :meth:`setup` can use them). Needs the root to exist."""
         if self.cache_dir is not None:
-            return cache_file_for(self.cache_dir, resolve_root(self.root), self.max_pixels)
+            return cache_file_for(self.cache_dir, self.layout.resolve(self.root), self.max_pixels)
         return self.output_dir / CHECKS_NAME if self.output_dir is not None else None
 
     @property
     def cache_path(self) -> Path:
         """The folder of the uint8 cache: ``cache_dir`` when set, else ``caltech_cam_cache/`` beside the class
         folders' root. Needs the root to exist."""
-        return cache_folder(self.cache_dir, resolve_root(self.root))
+        return cache_folder(self.cache_dir, self.layout.resolve(self.root))
 
     @property
     def split_rows(self) -> list[ManifestRow]:
@@ -250,11 +261,15 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         near = near_duplicate_pairs(usable, hashes, phashes, self.near_duplicates)
         near_groups = near_duplicate_groups(usable, hashes, near)
         warnings = [*self._synthetic_warnings(), *index.warnings, *large_group_warnings(near_groups)]
+        if index.official is not None and self.split_config.mode == "official":
+            warnings += official_crossings(usable, hashes, near, index.official)
         if self.split_file is not None:
             rows = read_manifest(self.split_file)
             warnings += validate_manifest(rows, usable, hashes, self.split_file, near)
         else:
-            rows = make_split(usable, hashes, self.split_config, self.seed, index.class_dirs, near)
+            rows = make_split(
+                usable, hashes, self.split_config, self.seed, index.class_dirs, near, index.official
+            )
         if self.output_dir is not None and self._is_global_zero():
             self.manifest_path = write_manifest(rows, self.output_dir / MANIFEST_NAME)
 
@@ -298,6 +313,11 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
             "manifest": str(self.manifest_path) if self.manifest_path else None,
             "cache": str(cached.file) if cached is not None else None,
         }
+
+    def boxes_for(self, paths: Sequence[str | Path]) -> ImageBoxes | None:
+        """The ground-truth boxes of ``paths`` (a dataset's ``.paths``) as the layout stores them, or None when the
+        data has none (Caltech-256): what ``evaluate`` and the Grad-CAM callback score localization against."""
+        return self.layout.boxes(self.layout.resolve(self.root), paths)
 
     def summary(self) -> dict[str, Any]:
         """After ``setup``: classes, per-split counts, skipped files with reasons, bad images, exact and
@@ -371,7 +391,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
         if self.synthetic is not None:
             return planned_class_dirs(self.root, **self.synthetic)
         try:
-            return list_class_dirs(self.root)[1]
+            return self.layout.classes(self.root)
         except DatasetNotFoundError as exc:
             if not self.download:
                 raise
@@ -388,7 +408,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
             ensure_synthetic(self.root, **self.synthetic)
             return
         try:
-            resolve_root(self.root)
+            self.layout.resolve(self.root)
         except DatasetNotFoundError:
             if not self.download:
                 raise
@@ -403,7 +423,7 @@ class CaltechDataModule(L.LightningDataModule, ClassFolders):
                     "does. A Lightning Trainer calls prepare_data() before setup(); outside one, call "
                     "datamodule.prepare_data() first."
                 )
-            index = index_root(self.root)
+            index = self.layout.index(self.root)
             if self._class_dirs is not None and index.class_dirs != self._class_dirs:
                 raise RuntimeError(
                     f"the class folders under {index.root} changed since the model was sized: "

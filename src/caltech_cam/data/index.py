@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
@@ -57,13 +57,15 @@ class ClassFolders:
 
 @dataclass(frozen=True)
 class DatasetIndex(ClassFolders):
-    """What a root holds. ``root`` is the folder that contains the class folders."""
+    """What a root holds. ``root`` is the folder the files' paths are relative to; ``official`` maps each path
+    to ``train`` or ``test`` where the dataset ships a split (CUB-200-2011), else is None."""
 
     root: Path
     class_dirs: tuple[str, ...]
     files: tuple[ImageFile, ...]
     skipped: tuple[Skipped, ...]
     warnings: tuple[str, ...]
+    official: dict[str, str] | None = field(default=None, compare=False)
 
     def abspath(self, path: str) -> Path:
         return self.root / path
@@ -122,8 +124,9 @@ def list_class_dirs(root: str | Path) -> tuple[Path, tuple[str, ...]]:
 
 
 def class_names(class_dirs: Sequence[str]) -> list[str]:
-    """Display names without the number: ``001.ak47`` -> ``ak47``."""
-    return [CLASS_FOLDER.match(d).group(2) for d in class_dirs]  # type: ignore[union-attr]
+    """Display names without the number: ``001.ak47`` -> ``ak47``; a folder not named ``NNN.name`` (an image-folder
+    class such as ``Mango``) is its own name."""
+    return [match.group(2) if (match := CLASS_FOLDER.match(d)) else d for d in class_dirs]
 
 
 def _scan(class_root: Path) -> tuple[list[str], list[Skipped]]:

@@ -21,7 +21,7 @@ from caltech_cam.utils.files import write_atomically
 
 # THE names of the three splits, in this order (train, then the two held-out ones).
 SPLITS = ("train", "val", "test")
-SPLIT_MODES = ("fractions", "per_class")
+SPLIT_MODES = ("fractions", "per_class", "official")
 MANIFEST_COLUMNS = ("path", "label", "split", "sha1")
 MANIFEST_NAME = "split_manifest.csv"
 # Near-duplicate groups above this size are reported: more copies of one picture than that is unusual.
@@ -32,7 +32,8 @@ LARGE_GROUP = 10
 class SplitConfig:
     """``fractions``: each class split train/val/test by these shares (0.7/0.15/0.15 by default: ours, the study states no split).
     ``per_class``: Caltech-256-60 -- ``train_per_class`` training images per class, ``val_fraction`` of the
-    rest for validation, the remainder for test."""
+    rest for validation, the remainder for test. ``official``: the dataset's own train/test split (CUB-200-2011),
+    ``val_fraction`` of each class's official training images for validation."""
 
     mode: str = "fractions"
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
@@ -214,8 +215,13 @@ def make_split(
     seed: int,
     class_dirs: Sequence[str],
     near_pairs: Sequence[NearPair] = (),
+    official: Mapping[str, str] | None = None,
 ) -> list[ManifestRow]:
     """Assign every file to train/val/test.
+
+    ``config.mode == "official"``: ``official`` (path -> ``train``/``test``) decides; the official test files are
+    exactly the test split and validation is carved from the official training files as below (their duplicate
+    units only). A unit that crosses the official split stays split (see :func:`official_crossings`).
 
     Leakage guard: files with identical content (same sha1) or joined by ``near_pairs`` (see
     :func:`near_duplicate_pairs`) form one unit (:func:`split_units`) that lands in one split; a unit spanning
@@ -224,6 +230,50 @@ def make_split(
     goes to the split whose target range (from :func:`apportion`) holds its first file. With no duplicates the
     per-class counts are exact; a duplicate group can shift a boundary by its size - 1.
     """
+    if config.mode == "official":
+        if official is None:
+            raise ValueError("data.split.mode=official needs a dataset that ships a split (data=cub200)")
+        train = [f for f in files if official[f.path] == "train"]
+        kept = {f.path for f in train}
+        pairs = [p for p in near_pairs if p.first in kept and p.second in kept]
+        split_of = _carve(train, hashes, config, seed, class_dirs, pairs)
+        split_of.update((f.path, "test") for f in files if f.path not in kept)
+    else:
+        split_of = _carve(files, hashes, config, seed, class_dirs, near_pairs)
+    return [ManifestRow(f.path, f.label, split_of[f.path], hashes[f.path]) for f in files]
+
+
+def official_crossings(
+    files: Sequence[ImageFile],
+    hashes: Mapping[str, str],
+    near_pairs: Sequence[NearPair],
+    official: Mapping[str, str],
+) -> list[str]:
+    """Warnings for duplicate units (identical or near-duplicate files) that the official split puts in both train
+    and test: reported, never moved (the official test set stays the published one)."""
+    members: dict[str, list[str]] = defaultdict(list)
+    for path, unit in split_units(files, hashes, near_pairs).items():
+        members[unit].append(path)
+    crossing = [sorted(g) for g in members.values() if len({official[p] for p in g}) > 1]
+    if not crossing:
+        return []
+    named = "; ".join(" ~ ".join(g) for g in sorted(crossing)[:10])
+    more = f"; ... {len(crossing) - 10} more" if len(crossing) > 10 else ""
+    return [
+        f"{len(crossing)} duplicate group(s) cross the official train/test split (kept where it puts them, "
+        f"so test scores may be optimistic): {named}{more}"
+    ]
+
+
+def _carve(
+    files: Sequence[ImageFile],
+    hashes: Mapping[str, str],
+    config: SplitConfig,
+    seed: int,
+    class_dirs: Sequence[str],
+    near_pairs: Sequence[NearPair],
+) -> dict[str, str]:
+    """path -> split for ``files``: per class, its seeded shuffle of units laid end to end over the targets."""
     units: dict[str, list[ImageFile]] = defaultdict(list)
     unit_of = split_units(files, hashes, near_pairs)
     for f in files:
@@ -243,12 +293,14 @@ def make_split(
             split = "train" if start < n_train else "val" if start < n_train + n_val else "test"
             split_of.update((m.path, split) for m in unit)
             start += len(unit)
-    return [ManifestRow(f.path, f.label, split_of[f.path], hashes[f.path]) for f in files]
+    return split_of
 
 
 def _targets(n: int, config: SplitConfig, class_dir: str) -> list[int]:
     if config.mode == "fractions":
         return apportion(n, config.fractions)
+    if config.mode == "official":
+        return [*apportion(n, (1.0 - config.val_fraction, config.val_fraction)), 0]
     if n <= config.train_per_class:
         raise ValueError(
             f"class {class_dir} has {n} usable images, not more than data.split.train_per_class="
