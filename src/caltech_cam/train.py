@@ -22,6 +22,7 @@ from caltech_cam.run.build import (
     build_loggers,
     build_module,
     build_trainer,
+    check_loggers,
     check_model_config,
 )
 from caltech_cam.run.config import config_dir, register_resolvers
@@ -65,6 +66,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     padded twice) and only rank 0 writes results. `callbacks` are added to the configured ones (e.g. a tuner's).
     """
     check_model_config(cfg)
+    check_loggers(cfg.get("logger"))
     check_launch(cfg)
     apply_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)

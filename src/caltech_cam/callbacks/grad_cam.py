@@ -1,4 +1,4 @@
-"""`GradCAMLogger`: Grad-CAM of every network stage in TensorBoard at each validation end, rank 0 only."""
+"""`GradCAMLogger`: Grad-CAM of every network stage at each validation end, to every logger (`run.sinks`), rank 0."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from caltech_cam.cam.engine import cams_from_capture, capture
@@ -21,6 +20,7 @@ from caltech_cam.cam.metrics.localization import box_masks, default_tolerance, m
 from caltech_cam.cam.metrics.registry import METRICS, MapBatch
 from caltech_cam.cam.render import check_style
 from caltech_cam.cam.scoring import select_images
+from caltech_cam.run.sinks import Sinks
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ class LocalizationSet:
 
 
 class GradCAMLogger(L.Callback):
-    """Logs, at every N-th validation end (sanity check skipped), on global rank 0 only:
+    """Logs, at every N-th validation end (sanity check skipped), on global rank 0 only, to every logger of the
+    trainer through `run.sinks.Sinks` (TensorBoard, CSV files, MLflow, W&B; several at once):
 
     - `gradcam/<layer>`: the probe images with that layer's overlay, captioned true / predicted class;
     - `gradcam/overview`: rows = images, columns = input then each layer (the study's figure of ResNet stages);
@@ -87,8 +88,8 @@ class GradCAMLogger(L.Callback):
     The module must be `caltech_cam.cam.Explainable` (`.model`, `.cam_layers`, `.class_names`, `.preset`).
     Configuration is checked in `setup`, before the first epoch and whatever `strict` says: the module, layer
     names, method (any alias of `methods.get_method`), the datamodule's `val_dataset`, and its boxes (paths that
-    do not match, boxes outside the image); a missing TensorBoardLogger is warned about there once, and then
-    nothing is logged. Other ranks return at once (no collectives inside, so no rank waits on another). The maps
+    do not match, boxes outside the image); a trainer without a logger is warned about there once, and then
+    nothing is logged (a logger that keeps no pictures is named once and gets the scalars). Other ranks return at once (no collectives inside, so no rank waits on another). The maps
     come from `Explainer` / engine passes on the unwrapped `pl_module.model`, which leave weights, `.grad`,
     BatchNorm statistics, RNG and module modes untouched. A datamodule with `finish_batch` (uint8 cached
     batches) finishes the stacked images as for validation, so the callback sees the model's normalized input.
@@ -163,12 +164,17 @@ class GradCAMLogger(L.Callback):
             self._probe_indices = select_probe(datamodule.val_dataset.labels, self.num_images)
             # Every rank checks the boxes (a bad boxes file stops all ranks alike); only rank 0 uses them.
             self.located = self._locate(datamodule, module, trainer.is_global_zero)
-        if self._writer(trainer) is None and trainer.is_global_zero and not self._no_logger_warned:
+        sinks = Sinks.of(trainer.loggers)
+        if not sinks and trainer.is_global_zero and not self._no_logger_warned:
             log.warning(
-                "GradCAMLogger: no TensorBoardLogger among the trainer's loggers; nothing is logged "
-                "(callbacks.grad_cam.enabled=false silences this)."
+                "GradCAMLogger: the trainer has no logger; nothing is logged "
+                "(logger=tensorboard, csv, mlflow, wandb or many; callbacks.grad_cam.enabled=false silences this)."
             )
             self._no_logger_warned = True
+        for name in sinks.without_pictures:
+            self._say(
+                trainer.is_global_zero, f"GradCAMLogger: {name} keeps no pictures; it gets the scalars only."
+            )
 
     def _locate(self, datamodule: Any, module: Any, talk: bool) -> LocalizationSet | None:
         """The localization subset with its boxes in model-input pixels, or None (off, or no boxes: said once)."""
@@ -279,11 +285,11 @@ class GradCAMLogger(L.Callback):
             return
         if trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        writer = self._writer(trainer)
-        if writer is None:
+        sinks = Sinks.of(trainer.loggers)
+        if not sinks:
             return
         try:
-            self._log(trainer, pl_module, writer)
+            self._log(trainer, pl_module, sinks)
         except Exception:
             # The safety net is for failures at run time (a layer without a 4-D map, out of memory...):
             # configuration errors were raised in `setup`.
@@ -295,22 +301,15 @@ class GradCAMLogger(L.Callback):
                 )
                 self._failure_warned = True
 
-    @staticmethod
-    def _writer(trainer: L.Trainer) -> Any:
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                return logger.experiment
-        return None
-
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, sinks: Sinks) -> None:
         images, labels = self._probe_on(trainer, pl_module.device)
         explainer = self._explainer_for(pl_module)
         # One engine pass for every layer; its targets are the predicted classes, which the captions show.
         explained = explainer.explain(images, labels=labels)
         step = trainer.global_step
         for layer in explained.layers:
-            writer.add_image(f"gradcam/{layer}", explained.grid([layer]), step, dataformats="CHW")
-        writer.add_image("gradcam/overview", explained.grid(), step, dataformats="CHW")
+            sinks.image(f"gradcam/{layer}", explained.grid([layer]), step)
+        sinks.image("gradcam/overview", explained.grid(), step)
         scalars: dict[str, Tensor] = {}
         if self.faithfulness:
             for layer, values in explainer.faithfulness(explained).items():
@@ -323,9 +322,8 @@ class GradCAMLogger(L.Callback):
         if scalars:
             # One host read for every scalar of this validation end.
             values = torch.stack([v.detach().float().reshape(()) for v in scalars.values()]).tolist()
-            for tag, value in zip(scalars, values, strict=True):
-                writer.add_scalar(tag, value, step)
-        writer.flush()
+            sinks.scalars(dict(zip(scalars, values, strict=True)), step)
+        sinks.flush()
 
     def localize(
         self, explainer: Explainer, images: Tensor, labels: Tensor, masks: Tensor

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from caltech_cam.data import CaltechDataModule
 from caltech_cam.models import get_spec
 from caltech_cam.models.classifier import ClassifierModule
+from caltech_cam.run.sinks import check_logger_packages
 from caltech_cam.utils.configs import plain
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,16 @@ def build_callbacks(cfg: DictConfig | None, *, has_logger: bool = True) -> list[
     return callbacks
 
 
+def check_loggers(cfg: DictConfig | None) -> None:
+    """Refuse a configured logger whose package is missing (naming the pip extra), before any data is touched."""
+    check_logger_packages(
+        {name: node["_target_"] for name, node in (cfg or {}).items() if node and "_target_" in node}
+    )
+
+
 def build_loggers(cfg: DictConfig | None) -> list[Any]:
+    """Every `logger.*` node with a `_target_` (`logger=many` or `logger=[tensorboard,mlflow]`: several)."""
+    check_loggers(cfg)
     return [instantiate(node) for node in (cfg or {}).values() if node and "_target_" in node]
 
 

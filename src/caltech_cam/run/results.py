@@ -25,17 +25,30 @@ def numbers(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def viewing_hint(loggers: Sequence[Any], output_dir: Path) -> str:
-    """How to look at a run's pictures and curves: the command (or place) of its first logger that has one."""
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return f"Pictures and curves: tensorboard --logdir {output_dir}"
-        if isinstance(logger, CSVLogger):
-            return f"Curves: {logger.log_dir}/metrics.csv (the CSV logger keeps no pictures)"
-    if loggers:
-        return f"Pictures and curves: in the run of {type(loggers[0]).__name__} (its own viewer)"
-    return (
-        "No logger was configured (logger=none): pictures were not kept; add logger=tensorboard to see them."
-    )
+    """How to look at a run's pictures and curves: one line per logger, with its viewer or its files."""
+    if not loggers:
+        return "No logger was configured (logger=none): pictures were not kept; add logger=tensorboard to see them."
+    return "\n".join(_viewer_line(logger, output_dir) for logger in loggers)
+
+
+def _viewer_line(logger: Any, output_dir: Path) -> str:
+    kinds = {base.__name__ for base in type(logger).__mro__}
+    if isinstance(logger, TensorBoardLogger):
+        return f"Pictures and curves: tensorboard --logdir {output_dir}"
+    if isinstance(logger, CSVLogger):
+        folder = Path(logger.log_dir)
+        return f"CSV: curves in {folder / 'metrics.csv'}, pictures in {folder / 'images'}/<tag>/"
+    if "MLFlowLogger" in kinds:
+        uri = logger._tracking_uri  # what the logger was given (no public getter in Lightning 2.6)
+        if uri.startswith(("http://", "https://")):
+            return f"MLflow: {uri}/#/experiments/{logger.experiment_id}/runs/{logger.run_id}"
+        return f"MLflow: mlflow ui --backend-store-uri {uri} (run {logger.run_id})"
+    if "WandbLogger" in kinds:
+        run = logger.experiment
+        if getattr(run, "offline", False):
+            return f"W&B (offline): wandb sync {Path(run.dir).parent}"
+        return f"W&B: {run.url}"
+    return f"{type(logger).__name__}: curves in its own viewer (it keeps no pictures)"
 
 
 def write_results(
