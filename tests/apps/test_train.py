@@ -275,22 +275,3 @@ def test_two_process_cpu_ddp_runs_several_epochs(tmp_path, synthetic_root):
             scores += [e.value for e in events.Scalars("val/acc_top1")]
     assert len(scores) == 2
     assert metrics["optimized_value"] == pytest.approx(max(scores))
-
-
-def test_the_last_line_names_the_configured_loggers_viewer(tmp_path):
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    from caltech_cam.run.results import viewing_hint
-
-    assert (
-        viewing_hint([TensorBoardLogger(str(tmp_path))], tmp_path)
-        == f"Pictures and curves: tensorboard --logdir {tmp_path}"
-    )
-    csv = CSVLogger(str(tmp_path), name="csv", version=0)
-    assert (
-        viewing_hint([csv], tmp_path)
-        == f"Curves: {csv.log_dir}/metrics.csv (the CSV logger keeps no pictures)"
-    )
-    # The first logger with a viewer wins; none configured says how to get one.
-    assert viewing_hint([csv, TensorBoardLogger(str(tmp_path))], tmp_path).startswith("Curves:")
-    assert "logger=tensorboard" in viewing_hint([], tmp_path)
