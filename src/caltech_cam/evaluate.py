@@ -20,6 +20,7 @@ from caltech_cam.cam.engine import check_layers
 from caltech_cam.cam.metrics.localization import map_boxes
 from caltech_cam.cam.scoring import BoxSet, CamScores, ScoringSpec, score_cams, select_images
 from caltech_cam.data import MANIFEST_NAME
+from caltech_cam.data.presets import PRESET_NAMES
 from caltech_cam.models import ClassifierModule, load_classifier
 from caltech_cam.run.build import build_trainer, prepared_datamodule
 from caltech_cam.run.config import config_dir, register_resolvers
@@ -75,7 +76,9 @@ def training_config(cfg: DictConfig, module: ClassifierModule, run_dir: Path | N
             raise ValueError(f"data.{key}={value!r} cannot apply to evaluate: {FIXED_BY_THE_RUN[key]}")
         trained.data[key] = value
     preset = module.preset  # the checkpoint decides how images are prepared
-    trained.data.update({"preset": preset.name, "resize": preset.resize, "crop": preset.crop})
+    trained.data.update({"resize": preset.resize, "crop": preset.crop})
+    if preset.name in PRESET_NAMES:  # a library model's own preset replaces the data's (prepared_datamodule)
+        trained.data.preset = preset.name
     trained.trainer = cfg.trainer
     return trained
 
@@ -86,7 +89,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = Path(cfg.ckpt_path)
     module = load_classifier(ckpt)
     trained = training_config(cfg, module, training_run_dir(ckpt))
-    datamodule = prepared_datamodule(trained.data, "test")
+    own = None if module.preset.name in PRESET_NAMES else module.preset
+    datamodule = prepared_datamodule(trained.data, "test", preset=own)
     if datamodule.class_names != module.class_names:
         raise ValueError(
             f"The data at {datamodule.root} has {datamodule.num_classes} classes {datamodule.class_names[:5]}... "

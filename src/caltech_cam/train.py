@@ -24,6 +24,7 @@ from caltech_cam.run.build import (
     build_trainer,
     check_loggers,
     check_model_config,
+    model_preset,
 )
 from caltech_cam.run.config import config_dir, register_resolvers
 from caltech_cam.run.launch import check_launch
@@ -70,7 +71,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
     check_launch(cfg)
     apply_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg.data)
+    datamodule = build_datamodule(cfg.data, model_preset(cfg))
     module = build_module(cfg, datamodule)
     loggers = build_loggers(cfg.get("logger"))
     all_callbacks = [

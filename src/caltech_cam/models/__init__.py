@@ -5,7 +5,7 @@ builder, declaring its input channels, preset, Grad-CAM layers and head. Importi
 (checkpoints.py) reads its checkpoints, those of older releases included."""
 
 # Importing a backbone module registers it.
-from . import inception, my_inception, my_resnet, resnet  # noqa: F401
+from . import any_timm, any_torchvision, inception, my_inception, my_resnet, resnet  # noqa: F401
 from .checkpoints import load_classifier, upgrade_hparams
 from .classifier import ClassifierModule
 from .outputs import logits_of, split_outputs

@@ -20,9 +20,11 @@ from torchmetrics import MetricCollection
 from caltech_cam.data.presets import Preset, as_preset
 from caltech_cam.models.checkpoints import HPARAMS_FORMAT, upgrade_hparams
 from caltech_cam.models.compiled import CompiledHandle, check_compile_options
+from caltech_cam.models.discovery import check_cam_layers
 from caltech_cam.models.metrics import accuracy_metrics
 from caltech_cam.models.outputs import split_outputs
-from caltech_cam.models.registry import build_model, get_spec
+from caltech_cam.models.registry import ModelSpec, build_model, get_spec
+from caltech_cam.models.weights import under
 from caltech_cam.utils.configs import config_default, partial_of
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,15 @@ def default_optimizer() -> dict[str, Any]:
 def default_scheduler() -> dict[str, Any]:
     """What `scheduler=None` means: the scheduler conf/classifier.yaml selects (conf/model/scheduler/cosine.yaml)."""
     return config_default("classifier", "scheduler")
+
+
+def default_preset(
+    spec: ModelSpec, arch: str | None, pretrained: bool, kwargs: dict[str, Any] | None
+) -> Preset:
+    """What `preset=None` means: a library architecture's own preset, else the spec's study preset."""
+    if spec.library is None:
+        return as_preset(spec.preset)
+    return spec.library.preset(spec.check_arch(arch), pretrained, kwargs or {})
 
 
 class ClassifierModule(L.LightningModule):
@@ -53,6 +64,9 @@ class ClassifierModule(L.LightningModule):
     `compile=True` runs the training/evaluation forward through `torch.compile(self.model, mode=compile_mode,
     backend=compile_backend)`, a handle kept outside the module tree: `.model` stays the original module, so layer
     names, hooks (the CAM engine runs it eagerly), state-dict and checkpoint keys are those of an eager run.
+    `arch` and `kwargs` (model=torchvision, model=timm): the library's architecture and its constructor's
+    arguments; `head` names the module replaced for the classes (None: found); `cam_layers` overrides the CAM
+    layers (None: the registered ones, or the stages found). A library model records the head and layers found.
     """
 
     def __init__(
@@ -75,10 +89,15 @@ class ClassifierModule(L.LightningModule):
         compile_backend: str = "inductor",
         monitor: str = "val/acc_top1",
         options: dict[str, Any] | None = None,
+        arch: str | None = None,
+        kwargs: dict[str, Any] | None = None,
+        head: str | None = None,
+        cam_layers: list[str] | None = None,
     ) -> None:
         super().__init__()
         spec = get_spec(model_name)
-        resolved = as_preset(spec.preset if preset is None else preset)
+        spec.check_arch(arch)
+        resolved = default_preset(spec, arch, pretrained, kwargs) if preset is None else as_preset(preset)
         spec.check_preset(resolved.name)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"num_classes={num_classes} but {len(class_names)} class names were given.")
@@ -93,7 +112,6 @@ class ClassifierModule(L.LightningModule):
         self.spec = spec
         self.preset: Preset = resolved
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-        self.cam_layers = list(spec.cam_layers)
         self._compiled = CompiledHandle(compile_mode, compile_backend) if compile else None
         self.model = build_model(
             model_name,
@@ -105,10 +123,37 @@ class ClassifierModule(L.LightningModule):
             input_mean=resolved.mean,
             input_std=resolved.std,
             options=options,
+            arch=arch,
+            kwargs=kwargs,
+            head=head,
         )
+        if spec.library is None:
+            self.head_prefixes = spec.head_prefixes
+            layers = (
+                spec.cam_layers
+                if cam_layers is None
+                else check_cam_layers(self.model, cam_layers, spec.cam_layers)
+            )
+        else:
+            found, layers = spec.library.layout(self.model, head, cam_layers)
+            self.head_prefixes = (found,)
+            # Recorded as found: a checkpoint rebuilds the same head and layers whatever a later release finds.
+            self.hparams.update({"head": found, "cam_layers": list(layers)})
+            log.info(
+                "%s %s: head %s, CAM layers %s (model.cam_layers=[...] to change)",
+                model_name,
+                arch,
+                found,
+                list(layers),
+            )
+        self.cam_layers = list(layers)
         self.train_metrics = accuracy_metrics(num_classes, "train/", per_class=False)
         self.val_metrics = accuracy_metrics(num_classes, "val/", per_class=True)
         self.test_metrics = accuracy_metrics(num_classes, "test/", per_class=True)
+
+    def is_head(self, name: str) -> bool:
+        """Whether a parameter/module name of `.model` belongs to the new head (own learning rate, never frozen)."""
+        return under(name, self.head_prefixes)
 
     # ----------------------------------------------------------------------------------------- forward / loss
     def forward(self, x: Tensor) -> Tensor:
@@ -168,10 +213,10 @@ class ClassifierModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------------- optimisation
     def backbone_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.model.named_parameters() if not self.spec.is_head(n)]
+        return [p for n, p in self.model.named_parameters() if not self.is_head(n)]
 
     def head_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.model.named_parameters() if self.spec.is_head(n)]
+        return [p for n, p in self.model.named_parameters() if self.is_head(n)]
 
     def configure_optimizers(self) -> Any:
         settings = dict(self.hparams.optimizer or default_optimizer())
@@ -217,7 +262,7 @@ class ClassifierModule(L.LightningModule):
         if self.hparams.freeze_backbone_epochs:
             # A frozen backbone keeps its BatchNorm statistics too; they learn again once it thaws.
             for name, module in self.model.named_modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not self.spec.is_head(name):
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not self.is_head(name):
                     module.train(not frozen)
             if frozen and self.current_epoch == 0:
                 log.info("Backbone frozen for the first %d epoch(s).", self.hparams.freeze_backbone_epochs)

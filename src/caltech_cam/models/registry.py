@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 from torch import nn
 from torchvision.models._api import WeightsEnum
 
-from caltech_cam.data.presets import PRESET_NAMES, make_preset
+from caltech_cam.data.presets import PRESET_NAMES, Preset, make_preset
 
+from .discovery import hint
 from .weights import under
 
 # A builder is called as build(num_classes, *, in_channels, pretrained, weights_path, image_size, input_mean,
@@ -28,7 +29,22 @@ B = TypeVar("B", bound=Builder)
 
 
 class UnknownModelError(ValueError):
-    """A model name that is not in `MODEL_SPECS`."""
+    """A model name that is not in `MODEL_SPECS` (or an architecture its library does not have)."""
+
+
+@dataclass(frozen=True)
+class Library:
+    """A spec that builds any architecture of a library (`model=torchvision model.arch=<name>`) also says:
+
+    names(): every architecture it can build (an unknown one is refused with the closest names);
+    preset(arch, pretrained, kwargs): the architecture's own preset (mean, std, resize, crop), named after the spec;
+    layout(model, head, cam_layers): (head, CAM layers) of the built model: found, or the given names checked.
+    Its builder takes `arch`, `kwargs` (the library constructor's arguments) and `head` besides the usual inputs.
+    """
+
+    names: Callable[[], Sequence[str]]
+    preset: Callable[[str, bool, Mapping[str, Any]], Preset]
+    layout: Callable[[nn.Module, str | None, Sequence[str] | None], tuple[str, tuple[str, ...]]]
 
 
 def preset_channels(preset: str) -> int:
@@ -51,11 +67,30 @@ class ModelSpec:
     )
     # Architecture options (`model.options`): name -> allowed values, the first being the default.
     options: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    # Set for a spec that builds any architecture of a library (model.arch): see `Library`.
+    library: Library | None = None
 
     @property
     def allowed_presets(self) -> tuple[str, ...]:
-        """The presets whose channel count the stem takes: a preset fixes the channels, the model takes some."""
-        return tuple(p for p in PRESET_NAMES if preset_channels(p) in self.in_channels)
+        """The presets whose channel count the stem takes: a preset fixes the channels, the model takes some.
+        A library spec also takes its architectures' own presets, which carry the spec's name."""
+        study = tuple(p for p in PRESET_NAMES if preset_channels(p) in self.in_channels)
+        return study if self.library is None else (*study, self.name)
+
+    def check_arch(self, arch: str | None) -> str:
+        """The one check of `model.arch`: required by a library spec (an unknown name gets the closest ones),
+        refused by the others."""
+        if self.library is None:
+            if arch is not None:
+                raise ValueError(f"model.arch={arch!r} is only read by model=torchvision or model=timm")
+            return ""
+        names = self.library.names()
+        if not isinstance(arch, str) or arch not in names:
+            raise UnknownModelError(
+                f"model.arch={arch!r} is not a {self.name} classification model"
+                f"{hint(str(arch), names, 'names') or f' ({len(names)} names, e.g. {list(names)[:5]})'}"
+            )
+        return arch
 
     def check_preset(self, preset: str, key: str = "preset") -> None:
         """The one check that this model can be fed preset `preset` (`key` names the setting in the error)."""
@@ -107,6 +142,7 @@ def register_model(
     head: tuple[str, ...],
     weights: WeightsEnum | None = None,
     options: Mapping[str, Sequence[Any]] | None = None,
+    library: Library | None = None,
 ) -> Callable[[B], B]:
     """Decorator: register the decorated builder as backbone `name` with what it declares (see `ModelSpec`)."""
 
@@ -117,7 +153,15 @@ def register_model(
         if any(not allowed for allowed in declared.values()):
             raise ValueError(f"model {name!r}: every option needs at least one allowed value, got {declared}")
         spec = ModelSpec(
-            name, build, tuple(in_channels), preset, tuple(cam_layers), tuple(head), weights, declared
+            name,
+            build,
+            tuple(in_channels),
+            preset,
+            tuple(cam_layers),
+            tuple(head),
+            weights,
+            declared,
+            library,
         )
         # A default preset the model cannot take would fail every run: refuse it at import.
         spec.check_preset(preset, key=f"the default preset of {name}")
@@ -135,7 +179,14 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def build_model(
-    name: str, num_classes: int, *, options: Mapping[str, Any] | None = None, **inputs: Any
+    name: str,
+    num_classes: int,
+    *,
+    options: Mapping[str, Any] | None = None,
+    arch: str | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    head: str | None = None,
+    **inputs: Any,
 ) -> nn.Module:
     """Build backbone `name` for `num_classes`, taking the preset's normalized (B, in_channels, S, S) batch.
 
@@ -145,6 +196,8 @@ def build_model(
     image_size: the training crop; decides InceptionV3's aux head (kept only at >= 299 px, or when None);
     input_mean/input_std: the preset's normalization, needed to feed pretrained InceptionV3 what it expects.
     options: the model's architecture options (`ModelSpec.options`); missing ones take their defaults.
+    arch, kwargs, head (library specs only): the architecture, its constructor's arguments, the head's name (None:
+    the last nn.Linear), which is replaced for `num_classes`.
     Returns logits, or in training mode `(logits, aux_logits)` for InceptionV3 with its aux head.
     """
     spec = get_spec(name)
@@ -173,7 +226,14 @@ def build_model(
         raise ValueError(f"image_size must be positive, got {image_size}")
     if inputs["weights_path"] is not None and not inputs["pretrained"]:
         raise ValueError(f"weights_path={inputs['weights_path']!r} is only read with pretrained=True")
-    return spec.build(num_classes, **inputs, **spec.resolve_options(options))
+    arch = spec.check_arch(arch)
+    if spec.library is None:
+        if kwargs or head is not None:
+            raise ValueError("model.kwargs and model.head are only read by model=torchvision or model=timm")
+        return spec.build(num_classes, **inputs, **spec.resolve_options(options))
+    if "num_classes" in (kwargs or {}):
+        raise ValueError("model.kwargs.num_classes: the class count comes from the data (model.num_classes)")
+    return spec.build(num_classes, arch=arch, kwargs=dict(kwargs or {}), head=head, **inputs)
 
 
 # The keywords every builder takes besides num_classes (and its architecture options).

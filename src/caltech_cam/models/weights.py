@@ -214,3 +214,22 @@ def load_backbone(
     report = TransferReport.of(model, copied=state)
     log.info("%s: pretrained weights loaded: %s", type(model).__name__, report.summary())
     return report
+
+
+def load_matching(model: nn.Module, state: Mapping[str, Tensor], *, head: str) -> TransferReport:
+    """Load a whole network's `state` into `model`, strictly, except the head `head`: its tensors are skipped
+    (and the log says so) when their shapes differ, as an ImageNet head does from a head of another class count."""
+    own = model.state_dict()
+    skipped = [k for k in state if under(k, (head,)) and k in own and state[k].shape != own[k].shape]
+    if skipped:
+        log.info(
+            "%s: the weights' head %s has %d outputs, this one %d: its tensors are skipped (%s), the head starts "
+            "fresh",
+            type(model).__name__,
+            head,
+            state[skipped[0]].shape[0],
+            own[skipped[0]].shape[0],
+            ", ".join(skipped),
+        )
+    kept = {k: v for k, v in state.items() if k not in skipped}
+    return load_backbone(model, kept, drop=(), new=(head,) if skipped else ())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -11,6 +12,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
 from caltech_cam.data import CaltechDataModule
+from caltech_cam.data.presets import Preset
 from caltech_cam.models import get_spec
 from caltech_cam.models.classifier import ClassifierModule
 from caltech_cam.run.sinks import check_logger_packages
@@ -21,20 +23,58 @@ log = logging.getLogger(__name__)
 
 def check_model_config(cfg: DictConfig) -> None:
     """Refuse an unknown model or a preset it cannot take before any data is touched (indexing 30k files)."""
-    get_spec(cfg.model.model_name).check_preset(cfg.data.preset, key="data.preset")
+    spec = get_spec(cfg.model.model_name)
+    spec.check_preset(cfg.data.preset, key="data.preset")
+    spec.check_arch(cfg.model.get("arch"))
 
 
-def build_datamodule(data: DictConfig) -> CaltechDataModule:
+def model_preset(cfg: DictConfig) -> Preset | None:
+    """A library model's own preset (model=torchvision, model=timm), sized by the data: None for the study's models,
+    whose preset is `data.preset`. A `data.resize` that is set wins with `data.crop` as it is (null: no crop, as
+    experiment=demo's 64 px); else a `data.crop` that is set replaces the model's crop. The training-only
+    augmentation (`data.random_resized_crop`, `data.hflip`) is the data's."""
+    spec = get_spec(cfg.model.model_name)
+    if spec.library is None:
+        return None
+    base = spec.library.preset(
+        spec.check_arch(cfg.model.arch), bool(cfg.model.pretrained), plain(cfg.model.get("kwargs")) or {}
+    )
+    data = cfg.data
+    resize, crop = base.resize, base.crop
+    if data.get("resize") is not None:
+        resize, crop = int(data.resize), data.get("crop")
+    elif data.get("crop") is not None:
+        crop = data.crop
+    if crop is not None and not 1 <= int(crop) <= resize:
+        raise ValueError(
+            f"data.crop={crop} must be between 1 and the resize, {resize} ({spec.name}'s preset)"
+        )
+    return dataclasses.replace(
+        base,
+        resize=resize,
+        crop=None if crop is None else int(crop),
+        random_resized_crop=bool(data.get("random_resized_crop", False)),
+        hflip=bool(data.get("hflip", False)),
+    )
+
+
+def build_datamodule(data: DictConfig, preset: Preset | None = None) -> CaltechDataModule:
     """Instantiate a `data` config node. Only the class folders are listed (for `num_classes` and class names);
     preparing (generation, download, decode check) and splitting are left to the Trainer's `prepare_data`/`setup`,
-    which it runs on the right ranks. Outside a Trainer, call `prepare_data()` and `setup()` yourself."""
-    return instantiate(data, _recursive_=False, _convert_="all")
+    which it runs on the right ranks. Outside a Trainer, call `prepare_data()` and `setup()` yourself.
+    `preset` (a library model's, `model_preset`) replaces the one `data.preset` names, before anything reads it."""
+    datamodule = instantiate(data, _recursive_=False, _convert_="all")
+    if preset is not None:
+        datamodule.preset = preset
+    return datamodule
 
 
-def prepared_datamodule(data: DictConfig, stage: str | None = None) -> CaltechDataModule:
+def prepared_datamodule(
+    data: DictConfig, stage: str | None = None, preset: Preset | None = None
+) -> CaltechDataModule:
     """`build_datamodule`, then `prepare_data()` and `setup(stage)` in this process: for use outside a Trainer
     (evaluate, notebooks, tests). Inside one, the Trainer runs them on the right ranks."""
-    datamodule = build_datamodule(data)
+    datamodule = build_datamodule(data, preset)
     datamodule.prepare_data()
     datamodule.setup(stage)
     return datamodule
