@@ -22,7 +22,7 @@ from torch import nn
 from caltech_cam.data.presets import Preset
 
 from .discovery import check_cam_layers, find_head, find_stages, replace_head
-from .registry import Library, register_model
+from .registry import Library, register_library
 
 log = logging.getLogger(__name__)
 
@@ -72,27 +72,14 @@ def layout(
     )
 
 
-@register_model(
-    NAME,
-    preset="resnet",
-    in_channels=(3,),
-    cam_layers=(),
-    head=(),
-    library=Library(names=names, preset=preset, layout=layout),
-)
+@register_library(NAME, Library(names=names, preset=preset, layout=layout))
 def build_timm(
-    num_classes: int,
-    *,
-    arch: str,
-    kwargs: Mapping[str, Any],
-    head: str | None = None,
-    pretrained: bool = False,
-    weights_path: str | None = None,
-    **_: object,
+    num_classes: int, *, arch: str, kwargs: Mapping[str, Any], head: str | None = None, **load: Any
 ) -> nn.Module:
     """`timm.create_model(arch, num_classes=num_classes, pretrained=pretrained, **kwargs)`; `weights_path`: that
     state dict instead of the hub's (timm's `pretrained_cfg_overlay`). timm leaves a head of another class count
-    fresh; the log says so."""
+    fresh; the log says so. `load`: pretrained, weights_path (and the builders' other keywords, unused here)."""
+    pretrained, weights_path = bool(load.get("pretrained")), load.get("weights_path")
     extra: dict[str, Any] = {}
     if weights_path is not None:
         path = Path(weights_path).expanduser()

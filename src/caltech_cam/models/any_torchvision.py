@@ -20,7 +20,7 @@ from torchvision.models._api import WeightsEnum
 from caltech_cam.data.presets import IMAGENET_MEAN, IMAGENET_STD, STUDY_CROP, STUDY_RESIZE, Preset
 
 from .discovery import check_cam_layers, find_head, find_stages, replace_head
-from .registry import Library, register_model
+from .registry import Library, register_library
 from .weights import fetch_state_dict, load_matching
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,7 @@ def layout(
     )
 
 
-@register_model(
-    NAME,
-    preset="resnet",
-    in_channels=(3,),
-    cam_layers=(),
-    head=(),
-    library=Library(names=names, preset=preset, layout=layout),
-)
+@register_library(NAME, Library(names=names, preset=preset, layout=layout))
 def build_torchvision(
     num_classes: int,
     *,

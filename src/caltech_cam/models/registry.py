@@ -171,6 +171,12 @@ def register_model(
     return register
 
 
+def register_library(name: str, library: Library) -> Callable[[B], B]:
+    """Decorator: register a builder of any model of a library (`model=<name> model.arch=...`): its preset, CAM
+    layers and head come from the library and the chosen arch (`library`), not from the registration."""
+    return register_model(name, preset="resnet", in_channels=(3,), cam_layers=(), head=(), library=library)
+
+
 def get_spec(name: str) -> ModelSpec:
     """The spec of model `name`; `UnknownModelError` naming the allowed names otherwise."""
     if name not in MODEL_SPECS:
