@@ -127,29 +127,33 @@ class ClassifierModule(L.LightningModule):
             kwargs=kwargs,
             head=head,
         )
+        self.head_prefixes, self.cam_layers = self._layout(head, cam_layers)
+        self.train_metrics = accuracy_metrics(num_classes, "train/", per_class=False)
+        self.val_metrics = accuracy_metrics(num_classes, "val/", per_class=True)
+        self.test_metrics = accuracy_metrics(num_classes, "test/", per_class=True)
+
+    def _layout(self, head: str | None, cam_layers: list[str] | None) -> tuple[tuple[str, ...], list[str]]:
+        """(head prefixes, CAM layers): the registration's for the study's models (`cam_layers` checked when
+        given); for a library's any-arch model, found in the built network, recorded in the hyperparameters (a
+        checkpoint rebuilds the same head and layers whatever a later release finds) and logged."""
+        spec = self.spec
         if spec.library is None:
-            self.head_prefixes = spec.head_prefixes
             layers = (
                 spec.cam_layers
                 if cam_layers is None
                 else check_cam_layers(self.model, cam_layers, spec.cam_layers)
             )
-        else:
-            found, layers = spec.library.layout(self.model, head, cam_layers)
-            self.head_prefixes = (found,)
-            # Recorded as found: a checkpoint rebuilds the same head and layers whatever a later release finds.
-            self.hparams.update({"head": found, "cam_layers": list(layers)})
-            log.info(
-                "%s %s: head %s, CAM layers %s (model.cam_layers=[...] to change)",
-                model_name,
-                arch,
-                found,
-                list(layers),
-            )
-        self.cam_layers = list(layers)
-        self.train_metrics = accuracy_metrics(num_classes, "train/", per_class=False)
-        self.val_metrics = accuracy_metrics(num_classes, "val/", per_class=True)
-        self.test_metrics = accuracy_metrics(num_classes, "test/", per_class=True)
+            return spec.head_prefixes, list(layers)
+        found, layers = spec.library.layout(self.model, head, cam_layers)
+        self.hparams.update({"head": found, "cam_layers": list(layers)})
+        log.info(
+            "%s %s: head %s, CAM layers %s (model.cam_layers=[...] to change)",
+            self.hparams.model_name,
+            self.hparams.arch,
+            found,
+            list(layers),
+        )
+        return (found,), list(layers)
 
     def is_head(self, name: str) -> bool:
         """Whether a parameter/module name of `.model` belongs to the new head (own learning rate, never frozen)."""
